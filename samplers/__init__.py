@@ -6,11 +6,11 @@ from .logprob import LOG_PROB_KINDS, gaussian_kl_equal_std, log_prob
 from .loop import Trajectory, sample_flow
 from .noise import StepNoise, derive_seed
 from .noise_level import NoiseLevels, noise_levels
-from .rules import DEFAULT_ETA, RULES, STOCHASTIC_RULES, Transition, coefficients, step
+from .rules import DEFAULT_ETA, RULES, STOCHASTIC_RULES, Transition, coefficients, step, transition_mean
 from .schedules import SCHEDULES, comfy_normal, comfy_simple, flow_schedule, sd3_schedule, shift_time, uniform_schedule
 
 __all__ = [
-    "RULES", "STOCHASTIC_RULES", "DEFAULT_ETA", "Transition", "step", "coefficients",
+    "RULES", "STOCHASTIC_RULES", "DEFAULT_ETA", "Transition", "step", "transition_mean", "coefficients",
     "LOG_PROB_KINDS", "log_prob", "gaussian_kl_equal_std",
     "Trajectory", "sample_flow", "StepNoise", "derive_seed",
     "NoiseLevels", "noise_levels",

@@ -170,7 +170,17 @@ def step(rule: str, x: torch.Tensor, denoised: torch.Tensor, t: Scalar, t_next: 
     return Transition(sample.to(x.dtype), mean.to(x.dtype), std)
 
 
-def _step_compute(rule, x, denoised, t, t_next, *, eta, noise):
+def transition_mean(rule: str, x: torch.Tensor, denoised: torch.Tensor, t: Scalar, t_next: Scalar, *,
+                    eta: Scalar):
+    """``(mean, std)`` of a step in float32 (float64 for float64 inputs), differentiable in ``denoised``.
+
+    What a trainer recomputes with gradients to get the log-probability of a recorded sample.
+    """
+    _, mean, std = _step_compute(rule, x, denoised, t, t_next, eta=eta, noise=None, sample=False)
+    return mean, std
+
+
+def _step_compute(rule, x, denoised, t, t_next, *, eta, noise, sample=True):
     """:func:`step` in compute precision: returns float32/float64 ``sample`` and ``mean``."""
     check_rule(rule)
     check_eta(rule, eta)
@@ -195,7 +205,7 @@ def _step_compute(rule, x, denoised, t, t_next, *, eta, noise):
         mean = torch.add(xc * c_x, dc, alpha=c_0)
 
     std_t = torch.as_tensor(std, dtype=torch.float32)
-    if rule == "ode":
+    if rule == "ode" or not sample:
         return mean, mean, std_t
     if noise is None:
         raise ValueError(f"rule {rule!r} is stochastic: pass noise=torch.randn_like(x) (or use a StepNoise)")

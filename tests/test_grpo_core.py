@@ -1,0 +1,229 @@
+"""GRPO core on a tiny random velocity model: LoRA format, loss maths, on-policy ratio, KL, dense rewards,
+calibration and bit-exact resume."""
+import math
+
+import pytest
+import torch
+
+from training.grpo_config import GRPOConfig
+from training.grpo_loss import calibrate_noise, clipped_policy_loss, dense_step_rewards, group_advantages
+from training.lora import LoRANetwork
+from training.policy import VelocityModelPolicy
+from training.trainer import GRPOTrainer, reward_curve
+
+
+class TinyBlock(torch.nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.attn = torch.nn.Module()
+        self.attn.qkv = torch.nn.Linear(dim, dim)
+        self.attn.proj = torch.nn.Linear(dim, dim)
+        self.mlp = torch.nn.Module()
+        self.mlp.fc1 = torch.nn.Linear(dim, 2 * dim)
+        self.mlp.fc2 = torch.nn.Linear(2 * dim, dim)
+
+    def forward(self, h):
+        h = h + self.attn.proj(torch.tanh(self.attn.qkv(h)))
+        return h + self.mlp.fc2(torch.tanh(self.mlp.fc1(h)))
+
+
+class TinyVelocityModel(torch.nn.Module):
+    """x [B, 1, 4, 4], timesteps [B] (t·1000), context [B, 3] → v [B, 1, 4, 4]."""
+
+    def __init__(self, dim=16):
+        super().__init__()
+        torch.manual_seed(0)
+        self.inp = torch.nn.Linear(16 + 1 + 3, dim)
+        self.blocks = torch.nn.ModuleList([TinyBlock(dim), TinyBlock(dim)])
+        self.out = torch.nn.Linear(dim, 16)
+
+    def forward(self, x, timesteps, context):
+        h = self.inp(torch.cat([x.flatten(1), timesteps[:, None] / 1000, context], dim=1))
+        for block in self.blocks:
+            h = block(h)
+        return self.out(h).reshape(x.shape)
+
+
+def encode(prompts):
+    table = {"": [0.0, 0.0, 0.0], "bright": [1.0, 0.0, 0.0], "dark": [0.0, 1.0, 0.0]}
+    return torch.tensor([table[p] for p in prompts])
+
+
+def decode(latents):
+    return ((latents.clamp(-1, 1) + 1) / 2).movedim(1, -1).expand(-1, -1, -1, 3)
+
+
+def brightness(images, prompts):
+    sign = torch.tensor([1.0 if p == "bright" else -1.0 for p in prompts])
+    return sign * images.mean(dim=(1, 2, 3))
+
+
+def make_trainer(**overrides):
+    model = TinyVelocityModel()
+    lora = LoRANetwork(model, rank=4, alpha=8, seed=1)
+    policy = VelocityModelPolicy(model, lora, encode, decode, (1, 4, 4))
+    settings = dict(prompts=["bright", "dark"], prompts_per_iteration=2, group_size=4, steps=6, rule="cps",
+                    cfg=2.0, iterations=3, lr=1e-2, clip_range=0.2, seed=3)
+    settings.update(overrides)
+    return GRPOTrainer(policy, brightness, GRPOConfig(**settings))
+
+
+def test_group_advantages_by_hand():
+    rewards = torch.tensor([1.0, 3.0, 2.0, 2.0, 5.0, 5.0])
+    adv = group_advantages(rewards, 2)
+    torch.testing.assert_close(adv, torch.tensor([-1.0, 1.0, 0.0, 0.0, 0.0, 0.0]) / (1 + 1e-4) *
+                               torch.tensor([1, 1, 0, 0, 0, 0.0]))
+    assert not torch.isnan(adv).any()  # identical rewards give 0, not NaN
+    glob = group_advantages(rewards, 2, std_mode="global")
+    std = rewards.std(unbiased=False)
+    torch.testing.assert_close(glob[:2], torch.tensor([-1.0, 1.0]) / (std + 1e-4))
+    assert float(group_advantages(torch.tensor([0.0, 100.0]), 2, clip=0.5).abs().max()) == 0.5
+    with pytest.raises(ValueError, match="group of one"):
+        group_advantages(rewards, 1)
+    with pytest.raises(ValueError, match="do not split into groups of 4"):
+        group_advantages(rewards, 4)
+
+
+def test_clipped_loss_by_hand():
+    old = torch.zeros(4)
+    new = torch.log(torch.tensor([1.5, 0.5, 1.05, 0.95]))
+    adv = torch.tensor([1.0, 1.0, -2.0, -2.0])
+    out = clipped_policy_loss(new, old, adv, clip_range=0.1)
+    # terms: max(-1.5, -1.1) = -1.1; max(-0.5, -0.9) = -0.5; max(2.1, 2.1) = 2.1; max(1.9, 1.9) = 1.9
+    assert float(out["loss"]) == pytest.approx((-1.1 - 0.5 + 2.1 + 1.9) / 4)
+    assert float(out["clip_fraction"]) == pytest.approx(0.5)
+    assert float(out["ratio_max"]) == pytest.approx(1.5)
+
+
+def test_lora_zero_init_format_and_round_trip():
+    model = TinyVelocityModel()
+    x, ts, ctx = torch.randn(3, 1, 4, 4), torch.rand(3) * 1000, encode(["bright", "dark", ""])
+    base = model(x, ts, ctx)
+    lora = LoRANetwork(model, rank=4, alpha=8)
+    assert lora.paths == [f"blocks.{b}.{m}" for b in range(2) for m in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")]
+    assert torch.equal(model(x, ts, ctx), base)  # up = 0: the LoRA starts as the identity
+    with torch.no_grad():
+        for p in lora.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    changed = model(x, ts, ctx)
+    assert not torch.allclose(changed, base)
+    with lora.disabled():
+        assert torch.equal(model(x, ts, ctx), base)
+    # the update is (α/r)·up·down on the named layer
+    adapter = lora.adapter("blocks.0.attn.qkv")
+    h = torch.randn(5, 16)
+    layer = model.blocks[0].attn.qkv
+    torch.testing.assert_close(layer(h), torch.nn.functional.linear(h, layer.weight + 2.0 * adapter.up @ adapter.down,
+                                                                    layer.bias))
+    state = lora.comfy_state_dict()
+    assert set(state) == {f"diffusion_model.{p}.{k}" for p in lora.paths
+                          for k in ("lora_up.weight", "lora_down.weight", "alpha")}
+    assert state["diffusion_model.blocks.0.mlp.fc1.lora_down.weight"].shape == (4, 16)
+    assert state["diffusion_model.blocks.0.mlp.fc1.lora_up.weight"].shape == (32, 4)
+    assert float(state["diffusion_model.blocks.0.mlp.fc1.alpha"]) == 8.0
+    other = LoRANetwork(TinyVelocityModel(), rank=4, alpha=8, seed=9)
+    other.load_comfy_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(lora.parameters(), other.parameters()))
+    with pytest.raises(ValueError, match="the saved LoRA has rank 4 .* but this network has rank 2"):
+        LoRANetwork(TinyVelocityModel(), rank=2).load_comfy_state_dict(state)
+    with pytest.raises(ValueError, match="missing"):
+        LoRANetwork(TinyVelocityModel(), targets=["*attn.qkv"], rank=4, alpha=8).load_comfy_state_dict(
+            {k: v for k, v in state.items() if "qkv" not in k})
+    with pytest.raises(ValueError, match="no Linear layer matches"):
+        LoRANetwork(model, targets=["*nothing*"])
+
+
+@pytest.mark.parametrize("rule", ["flow_sde", "dance_sde", "cps", "cpws", "precise"])
+def test_first_inner_step_is_on_policy_and_kl_starts_at_zero(rule):
+    trainer = make_trainer(rule=rule, beta=0.1, iterations=1)
+    metrics = trainer.step()
+    assert metrics["first_ratio_min"] == 1.0 and metrics["first_ratio_max"] == 1.0
+    assert metrics["trained_steps"]  # something was trained
+
+
+def test_kl_is_zero_while_the_lora_is_zero():
+    trainer = make_trainer(beta=1.0, lr=0.0)
+    metrics = trainer.step()
+    assert metrics["kl"] == 0.0
+
+
+def test_clipped_gradient_equals_policy_gradient_on_policy():
+    trainer = make_trainer(clip_range=1e-4)
+    rollout = trainer.rollout(0)
+    adv = trainer.advantages(rollout)
+    i = rollout.trajectory.stochastic_steps[0]
+    traj = rollout.trajectory
+    import samplers
+
+    def log_prob():
+        t, tn = float(trainer.times[i]), float(trainer.times[i + 1])
+        denoised = trainer.policy.denoise(traj.latents[i], t, rollout.cond, trainer.config.cfg)
+        mean, std = samplers.transition_mean(traj.rules[i], traj.latents[i], denoised, t, tn, eta=traj.etas[i])
+        return samplers.log_prob(traj.samples[i], mean, std)
+
+    params = trainer.params
+    lp = log_prob()
+    clipped = clipped_policy_loss(lp, rollout.old_log_probs[i], adv, 1e-4)["loss"]
+    g_clipped = torch.autograd.grad(clipped, params)
+    plain = -(adv * log_prob()).mean()  # REINFORCE with ratio 1: ∇ exp(lp − old) = ∇ lp
+    g_plain = torch.autograd.grad(plain, params)
+    for a, b in zip(g_clipped, g_plain):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
+    assert any(float(g.abs().max()) > 0 for g in g_plain)
+
+
+def test_dense_rewards_telescope_and_give_per_step_advantages():
+    trainer = make_trainer(dense_rewards=True, rule="flow_sde")
+    rollout = trainer.rollout(0)
+    r = rollout.step_rewards
+    assert r.shape == (8, 7)
+    delta = dense_step_rewards(r)
+    torch.testing.assert_close(delta.sum(dim=1), r[:, -1] - r[:, 0])
+    torch.testing.assert_close(r[:, -1], rollout.rewards)
+    adv = trainer.advantages(rollout)
+    assert adv.shape == (8, 6)
+    torch.testing.assert_close(adv.reshape(2, 4, 6).mean(dim=1), torch.zeros(2, 6), atol=1e-5, rtol=0)
+    metrics = trainer.step()
+    assert len(metrics["step_advantage_abs_mean"]) == 6
+
+
+def test_calibration_moves_psi_in_the_documented_direction():
+    psi = torch.full((3,), 0.5)
+    delta = torch.tensor([[1.0, 1.0, 0.0], [-1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [-1.0, 1.0, 0.0]])
+    # step 0: 2 positive, 2 negative → balanced → more noise; step 1: all positive → less; step 2: no signal → more
+    torch.testing.assert_close(calibrate_noise(psi, delta), torch.tensor([0.51, 0.49, 0.51]))
+    torch.testing.assert_close(calibrate_noise(torch.zeros(3), -torch.ones(4, 3)), torch.zeros(3))
+
+
+def test_resume_is_bit_exact(tmp_path):
+    straight = make_trainer(iterations=4)
+    straight.train()
+    first = make_trainer(iterations=4)
+    first.train(iterations=2, checkpoint_path=str(tmp_path / "ckpt.pt"))
+    resumed = make_trainer(iterations=4)
+    resumed.load_checkpoint(str(tmp_path / "ckpt.pt"))
+    assert resumed.iteration == 2
+    resumed.train()
+    keys = ("reward_mean", "loss", "ratio_mean", "grad_norm")
+    assert [[h[k] for k in keys] for h in resumed.history] == [[h[k] for k in keys] for h in straight.history]
+    for a, b in zip(straight.params, resumed.params):
+        assert torch.equal(a, b)
+    assert not list(tmp_path.glob(".*tmp*"))  # the atomic write left no temporary file
+
+
+def test_config_validation_messages():
+    with pytest.raises(ValueError, match="group_size must be >= 2"):
+        GRPOConfig(group_size=1)
+    with pytest.raises(ValueError, match="rule = 'ddim'"):
+        GRPOConfig(rule="ddim")
+    with pytest.raises(ValueError, match="advantage_std"):
+        GRPOConfig(advantage_std="batch")
+
+
+def test_sliding_window_moves_and_reward_curve_renders():
+    trainer = make_trainer(sde_window=(0, 2), sliding_window=True)
+    assert [trainer.sde_window(i) for i in range(6)] == [(0, 2), (1, 3), (2, 4), (3, 5), (4, 6), (0, 2)]
+    history = trainer.train(iterations=2)
+    assert all(set(h["trained_steps"]) <= set(range(*trainer.sde_window(h["iteration"]))) for h in history)
+    image = reward_curve(history)
+    assert image.shape[-1] == 3 and math.isfinite(float(image.mean()))

@@ -1,0 +1,116 @@
+"""GRPO configuration (TRL-style dataclass). Defaults follow the reference trainers (reference §3)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import List, Optional, Sequence, Tuple, Union
+
+from ._host import samplers
+
+ADVANTAGE_STD_MODES = ("group", "global")
+TIMESTEP_SELECTIONS = ("first", "random")
+KL_KINDS = ("gaussian", "mse")
+
+
+@dataclass
+class GRPOConfig:
+    """Settings of a GRPO run on a flow model.
+
+    Sampling
+        prompts: the training prompts; each iteration draws ``prompts_per_iteration`` of them (cycling in order).
+        group_size: samples per prompt (G); advantages are normalised within each group (flow_grpo 24, DanceGRPO 12,
+            Precise 8). Must be >= 2.
+        steps / shift / schedule: the rollout schedule (``samplers.flow_schedule``).
+        rule / eta: the step rule and its η (a float or one value per step, e.g. a calibrated schedule).
+        sde_window: (first, stop) stochastic steps, ODE elsewhere; ``None`` = all steps stochastic.
+        sliding_window: MixGRPO-style: the window of ``sde_window``'s size moves by ``window_stride`` each
+            iteration (wrapping around).
+        cfg: classifier-free guidance scale used in rollouts and training.
+    Objective
+        log_prob_kind: ``gaussian`` (per-element mean, flow_grpo/DanceGRPO) or ``cps_eq14`` (FlowCPS).
+        kl_kind / beta: ``gaussian`` = mean(Δμ²)/(2σ²) (exact), ``mse`` = mean(Δμ²) (FlowCPS/Precise); β = 0 skips
+            the reference forward pass.
+        clip_range: PPO ε (flow_grpo uses 1e-4 with the per-element-mean log-prob).
+        advantage_std: ``group`` (DanceGRPO, Precise) or ``global`` (flow_grpo) std for normalisation.
+        advantage_clip: advantages are clipped to ±this value.
+        timestep_selection / timestep_fraction: train the ``first`` fraction of stochastic steps in order (flow_grpo,
+            0.99) or a ``random`` fraction per iteration (DanceGRPO, 0.6).
+        dense_rewards: DenseGRPO per-step rewards from ODE look-ahead (one extra ODE rollout + reward per step).
+    Optimisation
+        inner_epochs, gradient_accumulation (optimizer step every N (step, batch) micro-batches), lr, weight_decay,
+        adam_betas, max_grad_norm.
+    LoRA
+        lora_rank, lora_alpha, lora_targets (fnmatch patterns of module paths).
+    Run
+        iterations, seed, checkpoint_every (iterations; 0 = only at the end).
+    """
+
+    prompts: List[str] = field(default_factory=lambda: ["a handwritten 3"])
+    prompts_per_iteration: int = 2
+    group_size: int = 8
+    steps: int = 10
+    shift: float = 1.0
+    schedule: str = "normal"
+    rule: str = "cps"
+    eta: Union[float, Sequence[float], None] = None
+    sde_window: Optional[Tuple[int, int]] = None
+    sliding_window: bool = False
+    window_stride: int = 1
+    cfg: float = 3.0
+    log_prob_kind: str = "gaussian"
+    kl_kind: str = "gaussian"
+    beta: float = 0.0
+    clip_range: float = 1e-4
+    advantage_std: str = "group"
+    advantage_clip: float = 5.0
+    timestep_selection: str = "first"
+    timestep_fraction: float = 0.99
+    dense_rewards: bool = False
+    inner_epochs: int = 1
+    gradient_accumulation: int = 1
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    adam_betas: Tuple[float, float] = (0.9, 0.999)
+    max_grad_norm: float = 1.0
+    lora_rank: int = 8
+    lora_alpha: Optional[float] = None
+    lora_targets: Tuple[str, ...] = ("*attn.qkv", "*attn.proj", "*mlp.fc1", "*mlp.fc2")
+    iterations: int = 20
+    seed: int = 0
+    checkpoint_every: int = 0
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        def bad(name, value, allowed):
+            raise ValueError(f"GRPOConfig.{name} = {value!r}; allowed: {', '.join(map(str, allowed))}")
+        if self.rule not in samplers.RULES:
+            bad("rule", self.rule, samplers.RULES)
+        if self.schedule not in samplers.SCHEDULES:
+            bad("schedule", self.schedule, samplers.SCHEDULES)
+        if self.log_prob_kind not in samplers.LOG_PROB_KINDS:
+            bad("log_prob_kind", self.log_prob_kind, samplers.LOG_PROB_KINDS)
+        if self.group_size < 2:
+            raise ValueError("GRPOConfig.group_size must be >= 2: advantages compare samples within a group, and a "
+                             "group of one has no signal")
+        if not self.prompts:
+            raise ValueError("GRPOConfig.prompts is empty: give at least one training prompt")
+        if self.prompts_per_iteration < 1:
+            raise ValueError("GRPOConfig.prompts_per_iteration must be >= 1")
+        if self.advantage_std not in ADVANTAGE_STD_MODES:
+            bad("advantage_std", self.advantage_std, ADVANTAGE_STD_MODES)
+        if self.timestep_selection not in TIMESTEP_SELECTIONS:
+            bad("timestep_selection", self.timestep_selection, TIMESTEP_SELECTIONS)
+        if self.kl_kind not in KL_KINDS:
+            bad("kl_kind", self.kl_kind, KL_KINDS)
+        if not 0 < self.timestep_fraction <= 1:
+            raise ValueError(f"GRPOConfig.timestep_fraction must be in (0, 1], got {self.timestep_fraction}")
+        if self.clip_range <= 0 or self.advantage_clip <= 0:
+            raise ValueError("GRPOConfig.clip_range and advantage_clip must be > 0")
+        if self.beta < 0:
+            raise ValueError("GRPOConfig.beta must be >= 0")
+        if self.inner_epochs < 1 or self.gradient_accumulation < 1 or self.iterations < 0:
+            raise ValueError("GRPOConfig.inner_epochs and gradient_accumulation must be >= 1, iterations >= 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
