@@ -17,6 +17,7 @@ def _worker(rank, world_size, init_file, out_dir):
         trainer.train()
         torch.save({"params": [p.detach().clone() for p in trainer.params], "history": trainer.history},
                    os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # neither rank tears the file store down while the other still uses it
     finally:
         dist.destroy_process_group()
 
