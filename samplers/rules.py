@@ -195,15 +195,17 @@ def _step_compute(rule, x, denoised, t, t_next, *, eta, noise, sample=True):
     eta = _as_batch_scalar(eta, x, dtype)
 
     k, std = coefficients(rule, t, t_next, eta)
-    # mean = (1 - t') x̂0 + k (x - (1 - t) x̂0) / t, expanded so that x̂1 is never materialised
     c_x = k / t
     c_0 = (1 - t_next) - k * (1 - t) / t
-    xc, dc = x.to(dtype), denoised.to(dtype)
+    # mean = (1 - t') x̂0 + k (x - (1 - t) x̂0) / t, expanded so that x̂1 is never materialised; in-place ops on
+    # fresh buffers keep a step at two full-size allocations (a plain Euler step makes four)
     if torch.is_tensor(c_x) or torch.is_tensor(c_0):
-        mean = torch.addcmul(xc * c_x, dc, torch.as_tensor(c_0, dtype=dtype, device=x.device))
+        mean = torch.mul(x.to(dtype), c_x)
+        mean.addcmul_(denoised.to(dtype), torch.as_tensor(c_0, dtype=dtype, device=x.device))
     else:
-        mean = torch.add(xc * c_x, dc, alpha=c_0)
-
+        mean = x.to(dtype)
+        mean = mean.mul_(c_x) if mean is not x else torch.mul(x, c_x)
+        mean.add_(denoised, alpha=c_0)
     std_t = torch.as_tensor(std, dtype=torch.float32)
     if rule == "ode" or not sample:
         return mean, mean, std_t
@@ -214,5 +216,5 @@ def _step_compute(rule, x, denoised, t, t_next, *, eta, noise, sample=True):
     if torch.is_tensor(std):
         sample = torch.addcmul(mean, std.to(dtype), noise.to(dtype))
     else:
-        sample = torch.add(mean, noise.to(dtype), alpha=std)
+        sample = torch.add(mean, noise, alpha=std) if noise.dtype == dtype else torch.add(mean, noise.to(dtype), alpha=std)
     return sample, mean, std_t
