@@ -1,13 +1,13 @@
 """ComfyUI glue: node classes that read inputs, call samplers/ or training/, and return outputs."""
 from comfy_api.latest import ComfyExtension, io
 
-from . import compare_nodes, sampler_nodes
+from . import compare_nodes, sampler_nodes, toy_nodes
 from .comfy_sampling import register_ksampler_names
 
 
 class FlowCPSExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [*sampler_nodes.NODES, *compare_nodes.NODES]
+        return [*sampler_nodes.NODES, *compare_nodes.NODES, *toy_nodes.NODES]
 
 
 async def comfy_entrypoint() -> FlowCPSExtension:

@@ -88,6 +88,7 @@ class ToyDiT(torch.nn.Module):
                  mlp_ratio=4.0, dtype=None, device=None, operations=None, **_unused):
         super().__init__()
         operations = torch.nn if operations is None else operations
+        self.dtype = dtype or torch.float32  # ComfyUI's BaseModel reads diffusion_model.dtype
         self.image_size, self.in_channels, self.patch_size = image_size, in_channels, patch_size
         self.hidden_size = hidden_size
         tokens = (image_size // patch_size) ** 2

@@ -1,0 +1,152 @@
+"""The flow samplers inside a real ComfyUI, on the shipped toy model, over the HTTP API."""
+import numpy as np
+import pytest
+
+FLOW_SAMPLERS = ["flow_cps", "flow_cpws", "flow_precise", "flow_sde", "dance_sde"]
+PACK_NODES = ["FlowCPS_SamplerCPS", "FlowCPS_SamplerCPWS", "FlowCPS_SamplerPrecise", "FlowCPS_SamplerFlowSDE",
+              "FlowCPS_SamplerDanceSDE", "FlowCPS_EtaSchedule", "FlowCPS_SamplerGrid", "FlowCPS_NoiseEstimate",
+              "FlowCPS_NoiseLevelPlot", "FlowCPS_ToyDigitModel", "FlowCPS_ToyDigitPrompt"]
+
+
+def toy_graph(sampler_name="flow_cps", seed=7, steps=8, cfg=3.0, prompt="a handwritten 3", prefix="host/toy"):
+    """Toy model → KSampler → VAEDecode → SaveImage, in API format."""
+    return {
+        "1": {"class_type": "FlowCPS_ToyDigitModel", "inputs": {}},
+        "2": {"class_type": "FlowCPS_ToyDigitPrompt", "inputs": {"text": prompt}},
+        "3": {"class_type": "FlowCPS_ToyDigitPrompt", "inputs": {"text": ""}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 2}},
+        "5": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0],
+            "seed": seed, "steps": steps, "cfg": cfg, "sampler_name": sampler_name, "scheduler": "normal",
+            "denoise": 1.0}},
+        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 1]}},
+        "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": prefix}},
+    }
+
+
+def run_images(comfy, graph, node_id="7"):
+    entry, messages = comfy.run(graph, timeout=240)
+    assert entry["status"]["status_str"] == "success", (comfy.execution_error(messages), comfy.log_tail())
+    return comfy.output_images(entry, node_id=node_id), messages
+
+
+def test_object_info_lists_the_flow_samplers_and_pack_nodes(comfy):
+    info = comfy.object_info()
+    for node in ("KSampler", "KSamplerAdvanced", "KSamplerSelect"):
+        names = info[node]["input"]["required"]["sampler_name"][0]
+        assert all(name in names for name in FLOW_SAMPLERS), node
+    missing = [n for n in PACK_NODES if n not in info]
+    assert not missing
+    for node in PACK_NODES:
+        assert info[node]["description"], node
+        assert info[node]["category"].startswith("flow-cps")
+        for group in (info[node]["input"].get("required", {}), info[node]["input"].get("optional", {})):
+            for name, spec in group.items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), f"{node}.{name} has no tooltip"
+
+
+@pytest.mark.parametrize("sampler_name", FLOW_SAMPLERS)
+def test_ksampler_with_each_flow_sampler_is_reproducible(comfy, sampler_name):
+    first, messages = run_images(comfy, toy_graph(sampler_name, seed=11, prefix=f"host/{sampler_name}_a"))
+    second, _ = run_images(comfy, toy_graph(sampler_name, seed=11, prefix=f"host/{sampler_name}_b"))
+    assert len(first) == 2 and first[0].shape == (128, 128, 3)
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    progress = [m for m in messages if m.get("type") == "progress" and m["data"].get("node") == "5"]
+    assert len(progress) >= 8  # the callback ran once per step: progress bar, previews and cancel work
+    other, _ = run_images(comfy, toy_graph(sampler_name, seed=12, prefix=f"host/{sampler_name}_c"))
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_toy_model_draws_the_digit_and_cps_is_cleaner_than_flow_sde(comfy):
+    import sys
+    sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.dirname(__file__)) + "/..")
+    import torch
+    from samplers.image_noise import estimate_noise
+    from training.digit_classifier import classify_images
+    from training.toy_model import image_to_latent, latent_to_image
+
+    results = {}
+    for name in ("euler", "flow_cps", "flow_sde"):
+        images, _ = run_images(comfy, toy_graph(name, seed=3, steps=10, prompt="seven", prefix=f"host/q_{name}"))
+        batch = torch.tensor(np.stack(images), dtype=torch.float32) / 255.0
+        native = latent_to_image(image_to_latent(batch))  # back to 16×16: the 8× nearest upscale hides the noise
+        results[name] = (classify_images(batch).argmax(-1).tolist(), float(estimate_noise(native).mean()))
+    assert results["euler"][0] == [7, 7] and results["flow_cps"][0] == [7, 7]
+    assert results["flow_sde"][1] > 1.5 * results["flow_cps"][1], results
+
+
+def test_sampler_custom_advanced_with_the_cps_node_matches_ksampler(comfy):
+    graph = toy_graph("flow_cps", seed=5, steps=8, prefix="host/ks")
+    expected, _ = run_images(comfy, graph)
+    custom = {k: v for k, v in graph.items() if k in ("1", "2", "3", "4")}
+    custom.update({
+        "10": {"class_type": "FlowCPS_SamplerCPS", "inputs": {"eta": 0.8, "sde_start_step": 0,
+                                                             "sde_end_step": 10000, "log_prob_kind": "gaussian"}},
+        "11": {"class_type": "RandomNoise", "inputs": {"noise_seed": 5}},
+        "12": {"class_type": "CFGGuider", "inputs": {"model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0],
+                                                     "cfg": 3.0}},
+        "13": {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": "normal", "steps": 8,
+                                                          "denoise": 1.0}},
+        "14": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["11", 0], "guider": ["12", 0],
+                                                                 "sampler": ["10", 0], "sigmas": ["13", 0],
+                                                                 "latent_image": ["4", 0]}},
+        "15": {"class_type": "VAEDecode", "inputs": {"samples": ["14", 0], "vae": ["1", 1]}},
+        "16": {"class_type": "SaveImage", "inputs": {"images": ["15", 0], "filename_prefix": "host/custom"}},
+    })
+    got, _ = run_images(comfy, custom, node_id="16")
+    assert all(np.array_equal(a, b) for a, b in zip(expected, got))
+
+
+def test_ksampler_advanced_two_stages_and_denoise_below_one(comfy):
+    graph = toy_graph("flow_precise", seed=9, steps=10, prefix="host/adv")
+    graph["5"] = {"class_type": "KSamplerAdvanced", "inputs": {
+        "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0],
+        "add_noise": "enable", "noise_seed": 9, "steps": 10, "cfg": 3.0, "sampler_name": "flow_precise",
+        "scheduler": "normal", "start_at_step": 0, "end_at_step": 5, "return_with_leftover_noise": "enable"}}
+    graph["8"] = {"class_type": "KSamplerAdvanced", "inputs": {
+        "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["5", 0],
+        "add_noise": "disable", "noise_seed": 9, "steps": 10, "cfg": 3.0, "sampler_name": "flow_cps",
+        "scheduler": "normal", "start_at_step": 5, "end_at_step": 10000, "return_with_leftover_noise": "disable"}}
+    graph["6"]["inputs"]["samples"] = ["8", 0]
+    images, _ = run_images(comfy, graph)
+    assert len(images) == 2 and images[0].std() > 10  # a drawn digit, not a flat or noise image
+    img2img = toy_graph("flow_cps", seed=2, prefix="host/i2i")
+    img2img["9"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["6", 0], "vae": ["1", 1]}}
+    img2img["10"] = {"class_type": "KSampler", "inputs": {**img2img["5"]["inputs"], "latent_image": ["9", 0],
+                                                          "denoise": 0.5}}
+    img2img["11"] = {"class_type": "VAEDecode", "inputs": {"samples": ["10", 0], "vae": ["1", 1]}}
+    img2img["12"] = {"class_type": "SaveImage", "inputs": {"images": ["11", 0], "filename_prefix": "host/i2i_b"}}
+    images, _ = run_images(comfy, img2img, node_id="12")
+    assert len(images) == 2
+
+
+def test_non_flow_model_gets_a_clear_error(comfy):
+    graph = toy_graph("flow_cps", prefix="host/eps")
+    graph["20"] = {"class_type": "ModelSamplingDiscrete", "inputs": {"model": ["1", 0], "sampling": "eps",
+                                                                     "zsnr": False}}
+    graph["5"]["inputs"]["model"] = ["20", 0]
+    entry, messages = comfy.run(graph, timeout=120)
+    error = comfy.execution_error(messages)
+    assert error is not None and error["node_type"] == "KSampler"
+    assert "only works with flow-matching models" in error["exception_message"]
+    assert "EPS" in error["exception_message"] and "euler_ancestral" in error["exception_message"]
+
+
+def test_comparison_nodes_run(comfy):
+    graph = toy_graph(prefix="host/cmp")
+    graph["30"] = {"class_type": "FlowCPS_SamplerGrid", "inputs": {
+        "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "vae": ["1", 1],
+        "seed": 1, "steps": 6, "cfg": 3.0, "scheduler": "normal", "samplers": "flow_sde, flow_cps, euler",
+        "etas": "0.5, 1.0"}}
+    graph["31"] = {"class_type": "SaveImage", "inputs": {"images": ["30", 0], "filename_prefix": "host/grid"}}
+    graph["32"] = {"class_type": "FlowCPS_NoiseEstimate", "inputs": {"images": ["6", 0]}}
+    graph["33"] = {"class_type": "FlowCPS_NoiseLevelPlot", "inputs": {
+        "samplers": "flow_sde=0.7, cps", "steps": 10, "scheduler": "normal", "model": ["1", 0]}}
+    graph["34"] = {"class_type": "SaveImage", "inputs": {"images": ["33", 0], "filename_prefix": "host/plot"}}
+    entry, messages = comfy.run(graph, timeout=240)
+    assert entry["status"]["status_str"] == "success", comfy.execution_error(messages)
+    grid = comfy.output_images(entry, node_id="31")[0]
+    assert grid.shape[0] > 3 * 128 and grid.shape[1] > 2 * 128
+    assert comfy.output_images(entry, node_id="34")[0].shape == (440, 720, 3)
+    report = entry["outputs"]["32"]["text"][0]
+    assert report.startswith("image 0: noise std") and "mean:" in report
