@@ -150,3 +150,16 @@ def test_comparison_nodes_run(comfy):
     assert comfy.output_images(entry, node_id="34")[0].shape == (440, 720, 3)
     report = entry["outputs"]["32"]["text"][0]
     assert report.startswith("image 0: noise std") and "mean:" in report
+
+
+def test_shipped_example_workflows_run(comfy):
+    from workflow_convert import ui_to_api
+
+    templates = comfy.workflow_templates().get("flow-cps", [])
+    assert {"flow_cps_ksampler_toy", "flow_cps_sampler_custom_toy", "flow_cps_noise_comparison_toy"} <= set(templates)
+    info = comfy.object_info()
+    for name in templates:
+        api = ui_to_api(comfy.workflow_template("flow-cps", name), info)
+        entry, messages = comfy.run(api, timeout=300)
+        assert entry["status"]["status_str"] == "success", (name, comfy.execution_error(messages))
+        assert comfy.output_images(entry), name

@@ -1,0 +1,122 @@
+"""Write the example workflows in workflows/ (ComfyUI's UI format) from the small graph descriptions below.
+
+    python scripts/make_workflows.py
+
+Every workflow runs as shipped on the toy digit model (no downloads); swap the toy loader and prompt nodes for a
+checkpoint loader and CLIPTextEncode to use SD3/Flux.
+"""
+import json
+import os
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+
+class Workflow:
+    def __init__(self):
+        self.nodes, self.links = [], []
+
+    def node(self, type_, widgets=(), inputs=(), outputs=(), pos=(0, 0), size=(300, 120), title=None):
+        """``inputs``: (name, type, (source node, source slot)); ``outputs``: (name, type)."""
+        node_id = len(self.nodes) + 1
+        node = {"id": node_id, "type": type_, "pos": list(pos), "size": list(size), "flags": {},
+                "order": node_id - 1, "mode": 0, "inputs": [], "outputs": [],
+                "properties": {"Node name for S&R": type_}, "widgets_values": list(widgets)}
+        if title:
+            node["title"] = title
+        for slot, (name, kind) in enumerate(outputs):
+            node["outputs"].append({"name": name, "type": kind, "links": [], "slot_index": slot})
+        for name, kind, (source, source_slot) in inputs:
+            link_id = len(self.links) + 1
+            self.links.append([link_id, source, source_slot, node_id, len(node["inputs"]), kind])
+            self.nodes[source - 1]["outputs"][source_slot]["links"].append(link_id)
+            node["inputs"].append({"name": name, "type": kind, "link": link_id})
+        self.nodes.append(node)
+        return node_id
+
+    def to_json(self):
+        return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
+                "links": self.links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
+
+
+def toy_base(w, prompt="a handwritten 7"):
+    model = w.node("FlowCPS_ToyDigitModel", outputs=[("MODEL", "MODEL"), ("VAE", "VAE")], pos=(20, 60))
+    positive = w.node("FlowCPS_ToyDigitPrompt", [prompt], outputs=[("CONDITIONING", "CONDITIONING")],
+                      pos=(20, 220), title="Positive prompt")
+    negative = w.node("FlowCPS_ToyDigitPrompt", [""], outputs=[("CONDITIONING", "CONDITIONING")], pos=(20, 380),
+                      title="Negative prompt (empty = unconditional)")
+    latent = w.node("EmptyLatentImage", [128, 128, 4], outputs=[("LATENT", "LATENT")], pos=(20, 540))
+    return model, positive, negative, latent
+
+
+def ksampler_flow_cps():
+    w = Workflow()
+    model, positive, negative, latent = toy_base(w)
+    sampled = w.node("KSampler", [0, "fixed", 10, 3.0, "flow_cps", "normal", 1.0],
+                     inputs=[("model", "MODEL", (model, 0)), ("positive", "CONDITIONING", (positive, 0)),
+                             ("negative", "CONDITIONING", (negative, 0)), ("latent_image", "LATENT", (latent, 0))],
+                     outputs=[("LATENT", "LATENT")], pos=(380, 60), size=(320, 270))
+    image = w.node("VAEDecode", inputs=[("samples", "LATENT", (sampled, 0)), ("vae", "VAE", (model, 1))],
+                   outputs=[("IMAGE", "IMAGE")], pos=(740, 60))
+    w.node("SaveImage", ["flow-cps/ksampler_cps"], inputs=[("images", "IMAGE", (image, 0))], pos=(740, 200),
+           size=(320, 320))
+    return w
+
+
+def sampler_custom_cps():
+    w = Workflow()
+    model, positive, negative, latent = toy_base(w)
+    sampler = w.node("FlowCPS_SamplerCPS", [0.8, 0, 10000, "gaussian"], outputs=[("SAMPLER", "SAMPLER")],
+                     pos=(380, 60), size=(320, 170))
+    noise = w.node("RandomNoise", [0, "fixed"], outputs=[("NOISE", "NOISE")], pos=(380, 260))
+    guider = w.node("CFGGuider", [3.0], inputs=[("model", "MODEL", (model, 0)),
+                                                ("positive", "CONDITIONING", (positive, 0)),
+                                                ("negative", "CONDITIONING", (negative, 0))],
+                    outputs=[("GUIDER", "GUIDER")], pos=(380, 380))
+    sigmas = w.node("BasicScheduler", ["normal", 10, 1.0], inputs=[("model", "MODEL", (model, 0))],
+                    outputs=[("SIGMAS", "SIGMAS")], pos=(380, 520))
+    sampled = w.node("SamplerCustomAdvanced",
+                     inputs=[("noise", "NOISE", (noise, 0)), ("guider", "GUIDER", (guider, 0)),
+                             ("sampler", "SAMPLER", (sampler, 0)), ("sigmas", "SIGMAS", (sigmas, 0)),
+                             ("latent_image", "LATENT", (latent, 0))],
+                     outputs=[("output", "LATENT"), ("denoised_output", "LATENT")], pos=(740, 60))
+    image = w.node("VAEDecode", inputs=[("samples", "LATENT", (sampled, 0)), ("vae", "VAE", (model, 1))],
+                   outputs=[("IMAGE", "IMAGE")], pos=(1080, 60))
+    w.node("SaveImage", ["flow-cps/custom_cps"], inputs=[("images", "IMAGE", (image, 0))], pos=(1080, 200),
+           size=(320, 320))
+    return w
+
+
+def noise_comparison_grid():
+    w = Workflow()
+    model, positive, negative, latent = toy_base(w, "a handwritten 3")
+    grid = w.node("FlowCPS_SamplerGrid", [0, "fixed", 10, 3.0, "normal", "euler, flow_sde, flow_cpws, flow_cps, "
+                                          "flow_precise", "0.5, 0.8, 1.0"],
+                  inputs=[("model", "MODEL", (model, 0)), ("positive", "CONDITIONING", (positive, 0)),
+                          ("negative", "CONDITIONING", (negative, 0)), ("latent_image", "LATENT", (latent, 0)),
+                          ("vae", "VAE", (model, 1))],
+                  outputs=[("grid", "IMAGE")], pos=(380, 60), size=(340, 330))
+    w.node("SaveImage", ["flow-cps/sampler_grid"], inputs=[("images", "IMAGE", (grid, 0))], pos=(760, 60),
+           size=(420, 520))
+    plot = w.node("FlowCPS_NoiseLevelPlot", ["flow_sde=0.7, cps=0.8, cpws=0.7, precise=1.5", 10, "normal"],
+                  inputs=[("model", "MODEL", (model, 0))], outputs=[("plot", "IMAGE")], pos=(380, 430),
+                  size=(340, 170))
+    w.node("PreviewImage", inputs=[("images", "IMAGE", (plot, 0))], pos=(760, 600), size=(420, 300))
+    return w
+
+
+WORKFLOWS = {"flow_cps_ksampler_toy": ksampler_flow_cps, "flow_cps_sampler_custom_toy": sampler_custom_cps,
+             "flow_cps_noise_comparison_toy": noise_comparison_grid}
+
+
+def main():
+    folder = os.path.join(ROOT, "workflows")
+    os.makedirs(folder, exist_ok=True)
+    for name, build in WORKFLOWS.items():
+        path = os.path.join(folder, f"{name}.json")
+        with open(path, "w") as handle:
+            json.dump(build().to_json(), handle, indent=1)
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
