@@ -163,3 +163,23 @@ def test_shipped_example_workflows_run(comfy):
         entry, messages = comfy.run(api, timeout=300)
         assert entry["status"]["status_str"] == "success", (name, comfy.execution_error(messages))
         assert comfy.output_images(entry), name
+
+
+def test_inpainting_mask_keeps_the_unmasked_region(comfy):
+    graph = toy_graph("flow_cps", seed=4, prefix="host/inpaint_src")
+    graph["40"] = {"class_type": "SolidMask", "inputs": {"value": 0.0, "width": 128, "height": 128}}
+    graph["41"] = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 128, "height": 64}}
+    graph["42"] = {"class_type": "MaskComposite", "inputs": {"destination": ["40", 0], "source": ["41", 0],
+                                                             "x": 0, "y": 0, "operation": "add"}}
+    graph["43"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["6", 0], "vae": ["1", 1]}}
+    graph["44"] = {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["43", 0], "mask": ["42", 0]}}
+    graph["45"] = {"class_type": "KSampler", "inputs": {**graph["5"]["inputs"], "latent_image": ["44", 0],
+                                                        "seed": 99, "sampler_name": "flow_cps"}}
+    graph["46"] = {"class_type": "VAEDecode", "inputs": {"samples": ["45", 0], "vae": ["1", 1]}}
+    graph["47"] = {"class_type": "SaveImage", "inputs": {"images": ["46", 0], "filename_prefix": "host/inpainted"}}
+    entry, messages = comfy.run(graph, timeout=240)
+    assert entry["status"]["status_str"] == "success", comfy.execution_error(messages)
+    source = comfy.output_images(entry, node_id="7")[0].astype(int)
+    inpainted = comfy.output_images(entry, node_id="47")[0].astype(int)
+    assert abs(source[72:] - inpainted[72:]).max() <= 2  # bottom half (mask 0) kept, up to 8-bit rounding
+    assert abs(source[:56] - inpainted[:56]).mean() > 1  # top half (mask 1) re-sampled with another seed
