@@ -9,7 +9,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..samplers.compare import noise_level_chart, parse_floats, parse_names, parse_rule_specs
-from ..samplers.image_noise import estimate_noise
+from ..samplers.image_noise import estimate_noise, estimate_noise_chw
 from ..samplers.plots import label_grid
 from .comfy_sampling import ksampler_object, require_flow_model, sampler_accepts_eta
 
@@ -18,12 +18,13 @@ CATEGORY = "flow-cps/compare"
 
 def render_sampler_grid(model, positive, negative, latent, vae, seed, steps, cfg, scheduler, sampler_names, etas):
     """Sample the first latent of ``latent`` with every sampler × η (same seed), decode, and lay out a grid whose
-    cells carry the residual-noise estimate. Samplers without an η option are run once and repeated."""
+    cells carry the residual-noise estimate of the sampled latent (the noise a sampler leaves is latent noise; an
+    upscaling decoder would hide it from a pixel-level estimate). Samplers without η are run once and repeated."""
     latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"][:1])
     noise = comfy.sample.prepare_noise(latent_image, seed)
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps)
     noise_mask = latent.get("noise_mask")
-    cache, images = {}, []
+    cache, images, latents = {}, [], []
     for name in sampler_names:
         if name.startswith(("flow_", "dance_")):
             require_flow_model(model.get_model_object("model_sampling"), name)
@@ -33,15 +34,15 @@ def render_sampler_grid(model, positive, negative, latent, vae, seed, steps, cfg
                 samples = comfy.sample.sample_custom(
                     model, noise, cfg, ksampler_object(name, key[1]), sigmas, positive, negative, latent_image,
                     noise_mask=noise_mask, callback=latent_preview.prepare_callback(model, steps), seed=seed)
-                cache[key] = vae.decode(samples)[:1].float().cpu()
-            images.append(cache[key])
+                cache[key] = (vae.decode(samples)[:1].float().cpu(), samples[:1].float().cpu())
+            images.append(cache[key][0])
+            latents.append(cache[key][1])
     images = torch.cat(images)
-    estimates = estimate_noise(images)
-    captions = [f"noise {float(v):.4f}" for v in estimates]
+    captions = [f"{float(v):.3f}" for v in estimate_noise_chw(torch.cat(latents))]
     col_labels = [f"eta {eta:g}" for eta in etas]
     row_labels = [name if sampler_accepts_eta(name) else f"{name} (no eta)" for name in sampler_names]
     return label_grid(images, len(sampler_names), len(etas), row_labels, col_labels, captions,
-                      title=f"seed {seed}, {steps} steps, {scheduler}, cfg {cfg:g}")
+                      title=f"seed {seed}, {steps} steps, {scheduler}, cfg {cfg:g}; caption = latent noise")
 
 
 class FlowSamplerGrid(io.ComfyNode):
@@ -52,7 +53,7 @@ class FlowSamplerGrid(io.ComfyNode):
             display_name="Sampler × η Grid",
             category=CATEGORY,
             description="Renders the same model, prompt and seed with every listed sampler at every listed η into one "
-                        "labelled image grid, each cell captioned with its residual-noise estimate. Use it to see the "
+                        "labelled image grid, each cell captioned with the residual-noise estimate of its latent. Use it to see the "
                         "noise Flow-SDE leaves and CPS removes.",
             inputs=[
                 io.Model.Input("model", tooltip="The model to sample (flow samplers need a flow model)."),
