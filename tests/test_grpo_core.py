@@ -171,3 +171,21 @@ def test_sliding_window_moves_and_reward_curve_renders():
     assert all(set(h["trained_steps"]) <= set(range(*trainer.sde_window(h["iteration"]))) for h in history)
     image = reward_curve(history)
     assert image.shape[-1] == 3 and math.isfinite(float(image.mean()))
+
+
+def test_exploration_calibration_returns_a_schedule_the_sampler_accepts():
+    from training.calibration import calibrate_exploration, eta_to_sigma, sigma_to_eta
+
+    trainer = make_trainer(rule="flow_sde", eta=0.7)
+    times = trainer.times
+    assert sigma_to_eta("flow_sde", eta_to_sigma("flow_sde", [0.7] * 6, times), times) == pytest.approx([0.7] * 6)
+    before = list(trainer.etas)
+    schedule = calibrate_exploration(trainer, iterations=3, eps2=0.05)
+    assert trainer.etas == before and not trainer.config.dense_rewards  # trainer restored
+    assert len(schedule.values) == 6 and schedule.rule == "flow_sde"
+    moved = [abs(a - b) for a, b in zip(schedule.values, before)]
+    assert all(m > 0 for m in moved)  # every step's noise was adjusted
+    trainer.etas = schedule.for_steps(6)
+    assert trainer.step()["trained_steps"]
+    with pytest.raises(ValueError, match="calibration tunes σ_t"):
+        calibrate_exploration(make_trainer(rule="cps"), iterations=1)
