@@ -5,7 +5,8 @@
 1. Convergence: digit reward per iteration for flow_sde, dance_sde, cps, cpws, precise (default η each), mean ± spread
    over seeds, as a table and one plot.
 2. Overhead: one GRPO iteration's wall time vs the pure model compute it needs (the rollout's forward passes and the
-   training forward/backward passes, timed separately on the same tensors), and peak memory of training vs sampling.
+   training forward/backward passes, timed separately on the same tensors).
+3. Peak memory of training vs sampling, each in a process of its own.
 """
 import argparse
 import os
@@ -90,7 +91,25 @@ def overhead(repeats=5):
     print(f"one GRPO iteration: {statistics.median(iteration_times) * 1000:.0f} ms; model forwards + training "
           f"forward/backward alone: {statistics.median(model_times) * 1000:.0f} ms; ratio {ratio:.2f} "
           "(includes decoding, the classifier reward, log-probs, the optimizer)")
-    print(f"peak resident memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+def memory_child(mode):
+    """Run 3 rollouts (``sample``) or 3 GRPO iterations (``train``) and print the peak resident memory in MB."""
+    trainer = GRPOTrainer(toy_policy(), DigitReward(), config("cps", 0, 1000))
+    for k in range(3):
+        trainer.rollout(k) if mode == "sample" else trainer.step()
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def memory():
+    import subprocess
+    peaks = {}
+    for mode in ("sample", "train"):
+        done = subprocess.run([sys.executable, os.path.abspath(__file__), "--memory-child", mode], capture_output=True,
+                              text=True, check=True)
+        peaks[mode] = float(done.stdout.strip().splitlines()[-1])
+    print(f"peak resident memory (separate processes, incl. torch itself): sampling {peaks['sample']:.0f} MB, "
+          f"training {peaks['train']:.0f} MB, ratio {peaks['train'] / peaks['sample']:.2f}")
 
 
 def main():
@@ -98,10 +117,14 @@ def main():
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--out", default="docs/images/grpo_convergence.png")
+    parser.add_argument("--memory-child", choices=["sample", "train"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(2)
+    if args.memory_child:
+        return memory_child(args.memory_child)
     convergence(args.seeds, args.iterations, args.out)
     overhead()
+    memory()
 
 
 if __name__ == "__main__":

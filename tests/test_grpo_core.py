@@ -129,6 +129,8 @@ def test_dense_rewards_telescope_and_give_per_step_advantages():
     torch.testing.assert_close(adv.reshape(2, 4, 6).mean(dim=1), torch.zeros(2, 6), atol=1e-5, rtol=0)
     metrics = trainer.step()
     assert len(metrics["step_advantage_abs_mean"]) == 6
+    assert metrics["dense_extra_reward_calls"] == 6
+    assert metrics["time_reward"] > 0 and metrics["time_rollout"] > 0 and metrics["time_train"] > 0
 
 
 def test_calibration_moves_psi_in_the_documented_direction():

@@ -40,6 +40,7 @@ class Rollout:
     rewards: torch.Tensor
     old_log_probs: Dict[int, torch.Tensor]
     step_rewards: Optional[torch.Tensor] = None  # [B, N + 1] with dense rewards
+    reward_seconds: float = 0.0  # time spent in the reward (and, with dense rewards, the look-ahead rollouts)
 
 
 class World:
@@ -138,11 +139,13 @@ class GRPOTrainer:
             denoise, x, self.times, rule=c.rule, eta=self.etas, window=self.sde_window(iteration),
             noise=samplers.StepNoise([samplers.derive_seed(s, _STEP_NOISE_STREAM) for s in seeds]), record=True)
         images = self.policy.decode(final)
+        reward_start = time.perf_counter()
         rewards = self._reward(images, prompts)
         old = {i: samplers.log_prob(trajectory.samples[i], trajectory.means[i], trajectory.stds[i],
                                     kind=c.log_prob_kind) for i in trajectory.stochastic_steps}
         step_rewards = self._dense_rewards(trajectory, cond, prompts, rewards) if c.dense_rewards else None
-        return Rollout(prompts, cond, trajectory, images, rewards, old, step_rewards)
+        return Rollout(prompts, cond, trajectory, images, rewards, old, step_rewards,
+                       reward_seconds=time.perf_counter() - reward_start)
 
     def _reward(self, images, prompts) -> torch.Tensor:
         rewards = torch.as_tensor(self.reward_fn(images, prompts), dtype=torch.float32).reshape(-1).cpu()
@@ -249,15 +252,21 @@ class GRPOTrainer:
         metrics = {
             "iteration": iteration, "reward_mean": float(all_rewards.mean()), "reward_std": float(all_rewards.std()),
             "trained_steps": steps, **train_stats,
-            "time_rollout": rolled - start, "time_train": done - rolled,
+            "time_rollout": rolled - start - rollout.reward_seconds, "time_reward": rollout.reward_seconds,
+            "time_train": done - rolled,
         }
         if rollout.step_rewards is not None:
             metrics["step_advantage_abs_mean"] = advantages.abs().mean(dim=0).tolist()
             metrics["dense_reward_start"] = float(rollout.step_rewards[:, 0].mean())
+            metrics["dense_extra_reward_calls"] = len(rollout.trajectory.latents)  # one ODE look-ahead + reward each
         self.iteration += 1
         self.history.append(metrics)
         self.log(f"iteration {iteration}: reward {metrics['reward_mean']:.4f} ± {metrics['reward_std']:.4f}, "
-                 f"loss {metrics['loss']:.3e}, kl {metrics['kl']:.2e}, clip {metrics['clip_fraction']:.2f}")
+                 f"loss {metrics['loss']:.3e}, kl {metrics['kl']:.2e}, clip {metrics['clip_fraction']:.2f}, "
+                 f"time rollout/reward/train {metrics['time_rollout']:.2f}/{metrics['time_reward']:.2f}/"
+                 f"{metrics['time_train']:.2f} s"
+                 + (f", dense rewards: {metrics['dense_extra_reward_calls']} extra ODE rollouts + reward calls"
+                    if "dense_extra_reward_calls" in metrics else ""))
         return metrics
 
     def train(self, iterations: Optional[int] = None, checkpoint_path: Optional[str] = None,
