@@ -22,7 +22,7 @@ from PIL import Image  # noqa: E402
 
 import samplers  # noqa: E402
 from samplers.plots import line_chart  # noqa: E402
-from training.digit_reward import DigitReward  # noqa: E402
+from training.rewards import DigitReward  # noqa: E402
 from training.grpo_config import GRPOConfig  # noqa: E402
 from training.toy_policy import toy_policy  # noqa: E402
 from training.trainer import GRPOTrainer  # noqa: E402

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from training.digit_reward import DigitReward  # noqa: E402
+from training.rewards import DigitReward  # noqa: E402
 from training.grpo_config import GRPOConfig  # noqa: E402
 from training.toy_policy import toy_policy  # noqa: E402
 from training.trainer import GRPOTrainer, reward_curve  # noqa: E402

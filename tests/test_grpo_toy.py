@@ -1,7 +1,7 @@
 """Learning works: GRPO with CPS on the shipped toy model raises the digit reward (several seeds)."""
 import torch
 
-from training.digit_reward import DigitReward
+from training.rewards import DigitReward
 from training.grpo_config import GRPOConfig
 from training.toy_model import latent_to_image
 from training.toy_policy import toy_policy

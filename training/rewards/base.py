@@ -1,0 +1,93 @@
+"""The reward contract: ``reward(images, prompts) -> float32 tensor [B]``.
+
+Images are ComfyUI IMAGE tensors ``[B, H, W, C]`` (C = 1, 3 or 4; float in [0, 1]); prompts are B strings. Like TRL's
+reward functions a reward is a plain callable, so a lambda or any function with that signature works wherever a
+reward is accepted. Subclasses of :class:`Reward` get input checks, a NaN guard and per-image details for free:
+they implement ``compute`` only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Sequence, Tuple, Union
+
+import torch
+
+RewardFn = Callable[[torch.Tensor, Sequence[str]], torch.Tensor]
+Details = Dict[str, List]
+
+
+class RewardError(ValueError):
+    """A reward got input it cannot score or produced a non-finite value. The message names the reward."""
+
+
+@dataclass
+class RewardResult:
+    rewards: torch.Tensor  # float32 [B]
+    details: Details = field(default_factory=dict)  # per-image extras, each list of length B (e.g. recognised text)
+
+
+def check_images(images: torch.Tensor, prompts: Sequence[str], name: str) -> None:
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[-1] not in (1, 3, 4):
+        shape = list(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise RewardError(f"reward '{name}' needs IMAGE tensors [B, H, W, C] with C in (1, 3, 4), got {shape}")
+    if isinstance(prompts, str):
+        raise RewardError(f"reward '{name}' needs a list of prompts (one per image), got a single string")
+    if len(prompts) != images.shape[0]:
+        raise RewardError(f"reward '{name}' got {images.shape[0]} images but {len(prompts)} prompts; pass one prompt "
+                          "per image (repeat the prompt for a batch of one prompt)")
+
+
+def check_rewards(rewards: torch.Tensor, batch: int, name: str) -> torch.Tensor:
+    rewards = torch.as_tensor(rewards)
+    if rewards.shape != (batch,):
+        raise RewardError(f"reward '{name}' returned shape {list(rewards.shape)}, expected [{batch}]")
+    bad = ~torch.isfinite(rewards)
+    if bad.any():
+        raise RewardError(f"reward '{name}' produced a non-finite value for image(s) "
+                          f"{bad.nonzero().flatten().tolist()}; check the model files and the input images")
+    return rewards.float()
+
+
+def rgb(images: torch.Tensor) -> torch.Tensor:
+    """[B, H, W, C] -> [B, H, W, 3]: grey is repeated, alpha dropped, values clamped to [0, 1]."""
+    if images.shape[-1] == 1:
+        images = images.expand(*images.shape[:-1], 3)
+    return images[..., :3].clamp(0, 1)
+
+
+class Reward:
+    """Base class: subclasses set ``name`` and implement ``compute(images, prompts)``.
+
+    ``compute`` returns a tensor [B] or ``(tensor, details)``. ``__call__`` returns the checked float32 tensor,
+    ``evaluate`` also the details. A reward keeps no state between calls.
+    """
+
+    name = "reward"
+
+    def compute(self, images: torch.Tensor, prompts: Sequence[str]) -> Union[torch.Tensor, Tuple[torch.Tensor, Details]]:
+        raise NotImplementedError
+
+    def evaluate(self, images: torch.Tensor, prompts: Sequence[str]) -> RewardResult:
+        check_images(images, prompts, self.name)
+        out = self.compute(images, list(prompts))
+        rewards, details = out if isinstance(out, tuple) else (out, {})
+        return RewardResult(check_rewards(rewards, images.shape[0], self.name), dict(details))
+
+    def __call__(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        return self.evaluate(images, prompts).rewards
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def evaluate_reward(reward: RewardFn, images: torch.Tensor, prompts: Sequence[str]) -> RewardResult:
+    """Score with any reward callable, applying the contract's checks to plain functions too."""
+    if isinstance(reward, Reward):
+        return reward.evaluate(images, prompts)
+    name = getattr(reward, "name", getattr(reward, "__name__", type(reward).__name__))
+    check_images(images, prompts, name)
+    return RewardResult(check_rewards(reward(images, list(prompts)), images.shape[0], name))
+
+
+def reward_name(reward: RewardFn) -> str:
+    return getattr(reward, "name", getattr(reward, "__name__", type(reward).__name__))
