@@ -9,7 +9,7 @@ from grpo_fixtures import TinyVelocityModel, encode, make_trainer
 from training.grpo_config import GRPOConfig
 from training.grpo_loss import calibrate_noise, clipped_policy_loss, dense_step_rewards, group_advantages
 from training.lora import LoRANetwork
-from training.trainer import reward_curve
+from training.trainer import GRPOTrainer, reward_curve
 
 
 def test_group_advantages_by_hand():
@@ -191,3 +191,13 @@ def test_exploration_calibration_returns_a_schedule_the_sampler_accepts():
     assert trainer.step()["trained_steps"]
     with pytest.raises(ValueError, match="calibration tunes σ_t"):
         calibrate_exploration(make_trainer(rule="cps"), iterations=1)
+
+
+def test_trainer_takes_a_host_schedule_and_rejects_a_mismatched_one():
+    base = make_trainer(steps=4)
+    times = torch.tensor([1.0, 0.7, 0.4, 0.2, 0.0])
+    trainer = GRPOTrainer(base.policy, base.reward_fn, base.config, times=times)
+    assert torch.equal(trainer.times, times)
+    trainer.step()  # the rollout follows the given schedule
+    with pytest.raises(ValueError, match="times must be"):
+        GRPOTrainer(base.policy, base.reward_fn, base.config, times=torch.linspace(1, 0, 7))

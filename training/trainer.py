@@ -72,7 +72,10 @@ class World:
 class GRPOTrainer:
     """Runs GRPO iterations: rollout → rewards → advantages → clipped-objective updates of the LoRA."""
 
-    def __init__(self, policy, reward_fn: Callable, config: GRPOConfig, log: Optional[Callable] = None):
+    def __init__(self, policy, reward_fn: Callable, config: GRPOConfig, log: Optional[Callable] = None,
+                 times: Optional[torch.Tensor] = None):
+        """``times``: the rollout schedule t_0 > … > t_N = 0 (e.g. a ComfyUI model's sigmas); default: the config's
+        ``flow_schedule(steps, shift, schedule)``."""
         self.policy, self.reward_fn, self.config = policy, reward_fn, config
         self.log = log or (lambda message: None)
         self.world = World()
@@ -83,7 +86,14 @@ class GRPOTrainer:
                                            weight_decay=config.weight_decay)
         self.iteration = 0
         self.history: List[dict] = []
-        self.times = samplers.flow_schedule(config.steps, config.shift, config.schedule)
+        self.last_images: Optional[torch.Tensor] = None  # the latest rollout's decoded images (for previews)
+        if times is None:
+            self.times = samplers.flow_schedule(config.steps, config.shift, config.schedule)
+        else:
+            self.times = torch.tensor(samplers.loop.schedule_times(times), dtype=torch.float32)
+            if len(self.times) != config.steps + 1 or float(self.times[-1]) != 0.0:
+                raise ValueError(f"times must be {config.steps + 1} decreasing values ending at 0 (config.steps = "
+                                 f"{config.steps}), got {self.times.tolist()}")
         self.etas = samplers.loop.per_step_eta(config.rule, config.eta, config.steps)
         batch = config.prompts_per_iteration * config.group_size
         if batch % self.world.size:
@@ -118,8 +128,9 @@ class GRPOTrainer:
 
     def initial_noise(self, seeds: List[int]) -> torch.Tensor:
         shape = tuple(self.policy.latent_shape)
-        return torch.cat([torch.randn((1, *shape), generator=torch.Generator().manual_seed(
+        noise = torch.cat([torch.randn((1, *shape), generator=torch.Generator().manual_seed(
             samplers.derive_seed(s, _INIT_NOISE_STREAM))) for s in seeds])
+        return noise.to(getattr(self.policy, "device", "cpu"))
 
     # ----- rollout -------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -243,6 +254,7 @@ class GRPOTrainer:
         iteration = self.iteration
         start = time.perf_counter()
         rollout = self.rollout(iteration)
+        self.last_images = rollout.images.detach()
         rolled = time.perf_counter()
         advantages = self.advantages(rollout)
         steps = self.selected_steps(rollout, iteration)

@@ -263,13 +263,14 @@ class ComfyClient:
             raise PromptRejected(status, answer)
         return answer["prompt_id"]
 
-    def wait(self, prompt_id: str, timeout: float = 300.0):
+    def wait(self, prompt_id: str, timeout: float = 300.0, on_message=None):
         """Follow the websocket until the prompt is done; returns (history entry, messages).
 
         Done means `executing` with node None for this prompt (ComfyUI sends it after every prompt, also after an
         execution_error or an interrupt; the history entry is written before it). Messages are every websocket
         message read meanwhile that carries this prompt_id or no prompt_id at all (status, custom events, binary
         previews as {"type": "binary", "event", "data"}). On timeout the prompt is interrupted, TimeoutError raised.
+        ``on_message(msg)`` is called for each of them as it arrives (e.g. to interrupt mid-run).
         """
         deadline = time.monotonic() + timeout
         mine: list[dict] = []
@@ -284,6 +285,8 @@ class ComfyClient:
                     keep.append(msg)
                     continue
                 mine.append(msg)
+                if on_message is not None:
+                    on_message(msg)
                 if msg.get("type") == "executing" and data.get("node") is None and pid == prompt_id:
                     done = True
             self._backlog = keep

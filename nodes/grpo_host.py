@@ -1,0 +1,233 @@
+"""GRPO inside ComfyUI: the training core's policy interface implemented with ComfyUI's own machinery.
+
+Rollouts and log-prob recomputation go through a ``CFGGuider`` (model loading, conditioning, CFG, model patches
+behave as in normal sampling); the GRPO loop runs inside a ``comfy.samplers.Sampler`` subclass driven by
+``CFGGuider.sample``, as the stock TrainLoraNode does. The LoRA is ``comfy.weight_adapter`` LoRA modules added as
+weight wrappers on ``comfy.ops`` layers, so its state dict is the stock LORA_MODEL format.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+import comfy.model_management
+import comfy.sampler_helpers
+import comfy.samplers
+import comfy.sd
+import torch
+from comfy.weight_adapter import LoRAAdapter
+from comfy.weight_adapter.base import WeightAdapterTrainBase
+
+from ..training.trainer import GRPOTrainer
+
+DEFAULT_TARGETS = ("*attn.qkv", "*attn.proj", "*mlp.fc1", "*mlp.fc2",  # toy DiT, SD3 MMDiT, Flux double blocks
+                   "*_attn.qkv", "*_attn.proj", "*linear1", "*linear2",  # Flux
+                   "*attn.to_q", "*attn.to_k", "*attn.to_v", "*attn.to_out.0")  # Qwen-Image, diffusers-style
+
+
+def release_inference_tensors(module: torch.nn.Module) -> int:
+    """Replace parameters/buffers created under ``torch.inference_mode`` (every weight a loader node made) by
+    ordinary copies, so autograd may save them for the backward pass. Values are unchanged; returns the count."""
+    count = 0
+    for sub in module.modules():
+        for store in (sub._parameters, sub._buffers):
+            for name, tensor in list(store.items()):
+                if tensor is None or not tensor.is_inference():
+                    continue
+                copy = tensor.detach().clone()
+                store[name] = torch.nn.Parameter(copy, requires_grad=False) if name in sub._parameters else copy
+                count += 1
+    return count
+
+
+class _Switch:
+    enabled = True
+
+
+class SwitchableLoRA(WeightAdapterTrainBase):
+    """A trainable ``comfy.weight_adapter`` LoRA that can be bypassed: off = the base model (the KL reference)."""
+
+    def __init__(self, lora: torch.nn.Module, switch: _Switch):
+        super().__init__()
+        self.lora = lora
+        self.switch = switch
+
+    def __call__(self, w):
+        return self.lora(w) if self.switch.enabled else w
+
+    def passive_memory_usage(self):
+        return self.lora.passive_memory_usage()
+
+
+class HostLoRA:
+    """LoRA adapters on a ModelPatcher's ``comfy.ops`` Linear layers, keyed by module path."""
+
+    def __init__(self, model_patcher, targets: Sequence[str], rank: int, alpha: float, seed: int):
+        self.switch = _Switch()
+        self.adapters: Dict[str, torch.nn.Module] = {}
+        names = []
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for name, module in model_patcher.model.named_modules():
+                if not name.startswith("diffusion_model.") or not hasattr(module, "weight_function"):
+                    continue
+                weight = getattr(module, "weight", None)
+                if weight is None or weight.dim() != 2:
+                    continue
+                path = name[len("diffusion_model."):]
+                names.append(path)
+                if not any(fnmatch.fnmatchcase(path, pattern) for pattern in targets):
+                    continue
+                lora = LoRAAdapter.create_train(weight, rank=rank, alpha=alpha)
+                self.adapters[name] = lora
+                model_patcher.add_weight_wrapper(f"{name}.weight", SwitchableLoRA(lora, self.switch))
+        if not self.adapters:
+            shown = ", ".join(names[:12]) + (" …" if len(names) > 12 else "")
+            raise ValueError(f"no Linear layer of the model matches the LoRA targets {list(targets)}. Layers this "
+                             f"model has: {shown or 'none that ComfyUI can wrap'}. Write fnmatch patterns such as "
+                             "'*attn.qkv' (comma-separated).")
+
+    def parameters(self) -> List[torch.nn.Parameter]:
+        return [p for lora in self.adapters.values() for p in lora.parameters() if p.requires_grad]
+
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        """The stock LORA_MODEL format: ``diffusion_model.<path>.lora_up.weight / .lora_down.weight / .alpha``."""
+        return {f"{name}.{key}": value.detach().clone()
+                for name, lora in self.adapters.items() for key, value in lora.state_dict().items()}
+
+    def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+        expected = set(self.state_dict())
+        if set(state) != expected:
+            missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+            raise ValueError("the checkpoint's LoRA does not fit this model and these targets/rank "
+                             f"(missing {missing[:3]}, unexpected {unexpected[:3]}); resume with the settings the run "
+                             "was started with")
+        with torch.no_grad():
+            for name, lora in self.adapters.items():
+                for key, value in lora.state_dict().items():
+                    value.copy_(state[f"{name}.{key}"])
+
+    def disabled(self):
+        switch = self.switch
+
+        class _Off:
+            def __enter__(self):
+                switch.enabled = False
+
+            def __exit__(self, *exc):
+                switch.enabled = True
+
+        return _Off()
+
+
+@dataclass
+class PromptConds:
+    text: str
+    positive: list  # CONDITIONING
+    negative: list  # CONDITIONING
+
+
+class ComfyPolicy:
+    """The trainer's policy interface on a running ``CFGGuider`` (see training/trainer.py)."""
+
+    def __init__(self, guider, lora: HostLoRA, prompts: List[PromptConds], processed: List[dict],
+                 decode: Callable[[torch.Tensor], torch.Tensor], latent_shape, extra_args: dict, device):
+        self.guider, self.lora, self.prompts, self.processed = guider, lora, prompts, processed
+        self.decode_fn, self.latent_shape, self.extra_args, self.device = decode, tuple(latent_shape), extra_args, device
+        self.index = {p.text: k for k, p in enumerate(prompts)}
+
+    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        return torch.tensor([self.index[p] for p in prompts])
+
+    def denoise(self, x: torch.Tensor, t: float, cond: torch.Tensor, cfg: float) -> torch.Tensor:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        self.guider.cfg = cfg
+        sigma = torch.full((x.shape[0],), float(t), device=x.device, dtype=x.dtype)
+        pieces, order = [], []
+        for k in cond.unique().tolist():
+            rows = (cond == k).nonzero().flatten()
+            self.guider.conds = self.processed[k]
+            pieces.append(self.guider(x[rows.to(x.device)], sigma[: len(rows)], **self.extra_args).to(x.dtype))
+            order.append(rows)
+        if len(pieces) == 1:
+            return pieces[0]
+        inverse = torch.argsort(torch.cat(order)).to(x.device)
+        return torch.cat(pieces)[inverse]
+
+    def reference(self):
+        return self.lora.disabled()
+
+    def trainable_parameters(self):
+        return self.lora.parameters()
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.decode_fn(latents)
+
+    def lora_state_dict(self):
+        return self.lora.state_dict()
+
+    def load_lora_state_dict(self, state) -> None:
+        self.lora.load_state_dict(state)
+
+
+@dataclass
+class HostRun:
+    """What the GRPO sampler needs besides the guider; filled in by the trainer node."""
+
+    make_trainer: Callable  # (policy) -> GRPOTrainer
+    prompts: List[PromptConds]
+    vae: object
+    lora: HostLoRA
+    run: Callable  # (trainer) -> None: trains, reports progress, saves
+    result: dict = field(default_factory=dict)
+
+
+class GRPOSampler(comfy.samplers.Sampler):
+    """Runs a whole GRPO training inside ``CFGGuider.sample`` (model loaded, conds processed, patches applied)."""
+
+    def __init__(self, host: HostRun):
+        self.host = host
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        guider = model_wrap
+        device = noise.device
+        release_inference_tensors(guider.model_patcher.model)
+        processed = []
+        for prompt in self.host.prompts:
+            conds = {"positive": comfy.sampler_helpers.convert_cond(prompt.positive),
+                     "negative": comfy.sampler_helpers.convert_cond(prompt.negative)}
+            processed.append(comfy.samplers.process_conds(guider.inner_model, noise, conds, device, latent_image,
+                                                          None, extra_args.get("seed")))
+        vae, inner = self.host.vae, guider.inner_model
+
+        def decode(latents):
+            images = vae.decode(inner.process_latent_out(latents.float()))
+            comfy.model_management.load_models_gpu(guider.loaded_models)  # the VAE may have displaced the model
+            return images.to(device).float()
+
+        policy = ComfyPolicy(guider, self.host.lora, self.host.prompts, processed, decode, noise.shape[1:],
+                             dict(extra_args), device)
+        trainer = self.host.make_trainer(policy)
+        self.host.run(trainer)
+        return torch.zeros_like(noise)
+
+
+def train_grpo_in_comfy(model_patcher, host: HostRun, latent_shape, sigmas, seed: int) -> None:
+    """Drive ``GRPOSampler`` through a CFGGuider on ``model_patcher`` (a clone carrying the LoRA wrappers)."""
+    guider = comfy.samplers.CFGGuider(model_patcher)
+    first = host.prompts[0]
+    guider.set_conds(first.positive, first.negative)
+    noise = torch.zeros((1, *latent_shape))
+    guider.sample(noise, torch.zeros_like(noise), GRPOSampler(host), sigmas, seed=seed, disable_pbar=True)
+
+
+def checkpoint_dir(output_dir: str, run_name: str) -> str:
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in run_name.strip()) or "grpo"
+    return os.path.join(output_dir, "flow_cps_grpo", safe)
+
+
+__all__ = ["DEFAULT_TARGETS", "HostLoRA", "ComfyPolicy", "PromptConds", "HostRun", "GRPOSampler",
+           "train_grpo_in_comfy", "checkpoint_dir", "GRPOTrainer"]

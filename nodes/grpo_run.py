@@ -1,0 +1,172 @@
+"""One GRPO LoRA training run inside ComfyUI: prompts → conditioning, LoRA wrappers, the CFGGuider-driven loop,
+progress/chart events, atomic checkpoints, and saving what was trained when the run stops early."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Callable, List, Optional
+
+import comfy.model_management
+import comfy.samplers
+import comfy.sd
+import comfy.utils
+import folder_paths
+import torch
+from safetensors.torch import save_file
+
+from ..training.grpo_config import GRPOConfig
+from ..training.toy_model import ToyDiT
+from ..training.toy_prompts import encode_prompts as toy_encode
+from ..training.trainer import GRPOTrainer, reward_curve
+from .comfy_sampling import require_flow_model
+from .grpo_host import HostLoRA, HostRun, PromptConds, checkpoint_dir, train_grpo_in_comfy
+
+CHART_EVENT = "flow_cps.grpo"
+log = logging.getLogger("flow_cps")
+
+
+def parse_prompts(text: str) -> List[str]:
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError("no training prompt: write one prompt per line in 'prompts'")
+    return list(dict.fromkeys(prompts))
+
+
+def is_toy_model(model) -> bool:
+    return isinstance(getattr(model.model, "diffusion_model", None), ToyDiT)
+
+
+def _clone(value):
+    if torch.is_tensor(value):
+        return value.clone()
+    if isinstance(value, dict):
+        return {k: _clone(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_clone(v) for v in value)
+    return value
+
+
+def encode_text(text: str, clip, model) -> list:
+    """CONDITIONING for one prompt: with the connected CLIP like CLIPTextEncode, or the toy model's encoder."""
+    if clip is not None:
+        return _clone(clip.encode_from_tokens_scheduled(clip.tokenize(text)))
+    if is_toy_model(model):
+        return [[toy_encode([text]), {}]]
+    raise ValueError("connect the model's text encoder to 'clip' (e.g. from Load Checkpoint or DualCLIPLoader); "
+                     "only the toy digit model can be trained without one")
+
+
+def model_description(model) -> str:
+    inner = getattr(model.model, "diffusion_model", None)
+    return f"{type(model.model).__name__}/{type(inner).__name__}" if inner is not None else type(model.model).__name__
+
+
+def lora_metadata(run_info: dict) -> dict:
+    keys = ("base_model", "rule", "eta", "reward", "iterations", "prompts", "lora_rank", "lora_alpha")
+    return {"flow_cps." + k: json.dumps(run_info[k]) if not isinstance(run_info[k], str) else run_info[k]
+            for k in keys if k in run_info}
+
+
+def save_lora_file(lora_sd: dict, path: str, metadata: Optional[dict] = None) -> str:
+    """Atomic safetensors write (temporary file in the same folder, then rename)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    save_file({k: v.detach().float().cpu().contiguous() for k, v in lora_sd.items()}, temporary, metadata=metadata)
+    os.replace(temporary, path)
+    return path
+
+
+def _preview(images: torch.Tensor, max_images: int = 8):
+    from PIL import Image
+    strip = torch.cat(list(images[:max_images].float().clamp(0, 1).cpu()), dim=1)
+    if strip.shape[-1] == 1:
+        strip = strip.expand(-1, -1, 3)
+    return Image.fromarray((strip * 255).round().byte().numpy())
+
+
+def resolve_resume(resume_from: str, run_folder: str) -> Optional[str]:
+    text = (resume_from or "").strip()
+    if not text:
+        return None
+    path = os.path.join(run_folder, "checkpoint.pt") if text == "latest" else text
+    if not os.path.isabs(path):
+        path = os.path.join(folder_paths.get_output_directory(), path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"resume_from: no checkpoint at {path}. Use 'latest' for this run's "
+                                f"{os.path.join(run_folder, 'checkpoint.pt')}, a path relative to the output folder, "
+                                "or leave it empty to start a new run")
+    return path
+
+
+@dataclass
+class GRPORunResult:
+    model: object
+    lora: dict
+    curve: torch.Tensor
+    run_info: dict
+
+
+def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str, clip, latent_shape,
+                    config: GRPOConfig, scheduler: str, lora_targets: List[str], run_name: str, resume_from: str,
+                    node_id: Optional[str], send_event: Callable[[str, dict], None]) -> GRPORunResult:
+    require_flow_model(model.get_model_object("model_sampling"), "the GRPO trainer")
+    prompts = parse_prompts(prompts_text)
+    config.prompts = prompts
+    run_folder = checkpoint_dir(folder_paths.get_output_directory(), run_name)
+    checkpoint = os.path.join(run_folder, "checkpoint.pt")
+    resume = resolve_resume(resume_from, run_folder)
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, config.steps).cpu()
+    run_info = {"base_model": model_description(model), "rule": config.rule, "eta": config.eta,
+                "reward": getattr(reward, "name", type(reward).__name__), "prompts": prompts,
+                "lora_rank": config.lora_rank, "lora_alpha": config.lora_alpha, "run_folder": run_folder}
+
+    with torch.inference_mode(False), torch.enable_grad():
+        conds = [PromptConds(p, encode_text(p, clip, model), encode_text(negative_text, clip, model))
+                 for p in prompts]
+        patched = model.clone()
+        lora = HostLoRA(patched, lora_targets, config.lora_rank,
+                        config.lora_alpha if config.lora_alpha is not None else config.lora_rank, config.seed)
+        patched.model.requires_grad_(False)
+        progress = comfy.utils.ProgressBar(config.iterations, node_id=node_id)
+
+        def report(trainer, metrics):
+            history = [[h["iteration"], h["reward_mean"], h["reward_std"]] for h in trainer.history]
+            send_event(CHART_EVENT, {"node": node_id, "run": run_name, "iterations": config.iterations,
+                                     "history": history, "kl": metrics.get("kl"),
+                                     "clip_fraction": metrics.get("clip_fraction")})
+            preview = ("JPEG", _preview(trainer.last_images), 768) if trainer.last_images is not None else None
+            progress.update_absolute(trainer.iteration, config.iterations, preview=preview)
+
+        def run(trainer: GRPOTrainer):
+            if resume:
+                trainer.load_checkpoint(resume)
+                log.info("flow-cps GRPO: resumed %s at iteration %d", resume, trainer.iteration)
+                if trainer.history:
+                    report(trainer, trainer.history[-1])
+            try:
+                trainer.train(checkpoint_path=checkpoint, on_iteration=lambda m: report(trainer, m))
+            except BaseException:
+                # nothing trained is lost: the LoRA so far and a resumable checkpoint
+                trainer.save_checkpoint(checkpoint)
+                saved = save_lora_file(lora.state_dict(), os.path.join(
+                    run_folder, f"lora_stopped_at_{trainer.iteration:05d}.safetensors"),
+                    lora_metadata({**run_info, "iterations": trainer.iteration}))
+                log.warning("flow-cps GRPO stopped at iteration %d; saved %s and %s (resume_from 'latest')",
+                            trainer.iteration, saved, checkpoint)
+                raise
+            run_info["iterations"] = trainer.iteration
+            run_info["history"] = trainer.history
+
+        host = HostRun(make_trainer=lambda policy: GRPOTrainer(policy, reward, config, log=log.info, times=sigmas),
+                       prompts=conds, vae=vae, lora=lora, run=run)
+        train_grpo_in_comfy(patched, host, latent_shape, sigmas, config.seed)
+        lora_sd = lora.state_dict()
+
+    save_lora_file(lora_sd, os.path.join(run_folder, "lora_final.safetensors"), lora_metadata(run_info))
+    with open(os.path.join(run_folder, "metrics.json"), "w") as handle:
+        json.dump(run_info, handle, indent=1, default=str)
+    trained, _ = comfy.sd.load_lora_for_models(model, None, lora_sd, 1.0, 0)
+    curve = reward_curve(run_info["history"], title=f"GRPO reward ({config.rule}, {run_info['reward']})")
+    return GRPORunResult(trained, lora_sd, curve, run_info)

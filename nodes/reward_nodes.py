@@ -1,0 +1,77 @@
+"""Reward nodes: loaders producing a REWARD, a combine node, and a node that scores images with a REWARD."""
+from __future__ import annotations
+
+import json
+
+from comfy_api.latest import io, ui
+
+from ..training.rewards import DigitReward, evaluate_reward
+
+CATEGORY = "flow-cps/rewards"
+RewardType = io.Custom("REWARD")
+
+
+def parse_prompt_list(text: str, batch: int):
+    lines = [line.strip() for line in text.splitlines() if line.strip()] or [""]
+    if len(lines) == 1:
+        return lines * batch
+    if len(lines) != batch:
+        raise ValueError(f"{len(lines)} prompts for {batch} images: write one prompt (used for every image) or one "
+                         "per image, one per line")
+    return lines
+
+
+def format_scores(result) -> str:
+    rows = [f"image {i}: {float(v):.4f}" for i, v in enumerate(result.rewards)]
+    for key, values in result.details.items():
+        for i, value in enumerate(values):
+            rows[i] += f"  {key}={value:.4g}" if isinstance(value, float) else f"  {key}={value}"
+    return "\n".join(rows)
+
+
+class DigitRewardLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlowCPS_RewardDigit",
+            display_name="Reward: Digit Classifier (toy)",
+            category=CATEGORY,
+            description="The shipped digit classifier's probability that an image shows the digit its prompt names "
+                        "(a verifiable, GenEval-like reward for the toy model). No download.",
+            inputs=[],
+            outputs=[RewardType.Output(display_name="reward")],
+        )
+
+    @classmethod
+    def execute(cls) -> io.NodeOutput:
+        return io.NodeOutput(DigitReward())
+
+
+class ScoreImages(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlowCPS_ScoreImages",
+            display_name="Score Images with Reward",
+            category=CATEGORY,
+            is_output_node=True,
+            description="Scores each image with a REWARD (and its prompt) and shows the scores on the node, so you "
+                        "can check a reward before training with it.",
+            inputs=[
+                io.Image.Input("images", tooltip="Images to score (a batch)."),
+                RewardType.Input("reward", tooltip="The reward to apply."),
+                io.String.Input("prompts", multiline=True, default="a handwritten 7",
+                                tooltip="One prompt for all images, or one per image (one per line)."),
+            ],
+            outputs=[io.String.Output(display_name="scores_json", tooltip="JSON list of the per-image scores."),
+                     io.Float.Output(display_name="mean", tooltip="Mean score over the batch.")],
+        )
+
+    @classmethod
+    def execute(cls, images, reward, prompts) -> io.NodeOutput:
+        result = evaluate_reward(reward, images, parse_prompt_list(prompts, images.shape[0]))
+        scores = [float(v) for v in result.rewards]
+        return io.NodeOutput(json.dumps(scores), sum(scores) / len(scores), ui=ui.PreviewText(format_scores(result)))
+
+
+NODES = [DigitRewardLoader, ScoreImages]

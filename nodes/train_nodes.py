@@ -1,0 +1,191 @@
+"""GRPO LoRA training nodes: the trainer, the LoRA save node and the DenseGRPO exploration calibration."""
+from __future__ import annotations
+
+import json
+import os
+
+import comfy.sample
+import comfy.samplers
+import folder_paths
+from comfy_api.latest import io, ui
+
+from ..samplers import DEFAULT_ETA, LOG_PROB_KINDS
+from ..training.grpo_config import GRPOConfig
+from .grpo_host import DEFAULT_TARGETS
+from .grpo_run import lora_metadata, save_lora_file, train_lora_grpo
+from .reward_nodes import RewardType
+from .sampler_nodes import EtaScheduleType
+
+CATEGORY = "flow-cps/training"
+TRAIN_RULES = ["cps", "cpws", "precise", "flow_sde", "dance_sde"]
+
+
+def _send_event(event: str, data: dict) -> None:
+    from server import PromptServer
+    server = PromptServer.instance
+    server.send_sync(event, data, server.client_id)
+
+
+def sampling_settings(rule, eta, sde_start_step, sde_end_step, steps, log_prob_kind, sampler, eta_schedule):
+    """rule, η (float or per-step list), window and log-prob kind from the widgets or a flow-cps SAMPLER."""
+    if sampler is not None:
+        settings = getattr(sampler, "flow_cps", None)
+        if settings is None:
+            raise ValueError("the trainer's 'sampler' input takes a flow-cps sampler node (Sampler CPS/CPWS/Precise/"
+                             "Flow-SDE/Dance-SDE); stock samplers have no log-probability. Disconnect it to use the "
+                             "rule and eta widgets.")
+        rule, eta, log_prob_kind = settings["rule"], settings["eta"], settings["log_prob_kind"]
+        sde_start_step, sde_end_step = settings["window"]
+        eta_schedule = settings.get("eta_schedule") or eta_schedule
+    etas = eta_schedule.for_steps(steps) if eta_schedule is not None else eta
+    window = None
+    if sde_start_step > 0 or sde_end_step < steps:
+        stop = min(sde_end_step, steps)
+        if sde_start_step >= stop:
+            raise ValueError(f"SDE window: sde_start_step {sde_start_step} must be below min(sde_end_step, steps) = "
+                             f"{stop}")
+        window = (sde_start_step, stop)
+    return rule, etas, window, log_prob_kind
+
+
+class GRPOTrainLoRA(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlowCPS_GRPOTrainLoRA",
+            display_name="GRPO Train LoRA (flow)",
+            category=CATEGORY,
+            is_experimental=True,
+            is_output_node=True,
+            description="Trains a LoRA on a flow-matching MODEL with GRPO against a REWARD: each iteration samples "
+                        "group_size images per prompt with a stochastic flow sampler (CPS by default), scores them "
+                        "and pushes the LoRA towards the better ones. Shows a live reward chart and the current "
+                        "rollout, checkpoints to output/flow_cps_grpo/<run_name>/, and saves the LoRA so far if "
+                        "you cancel.",
+            inputs=[
+                io.Model.Input("model", tooltip="A flow-matching model (SD3/3.5, Flux, Qwen-Image, the toy model)."),
+                io.Vae.Input("vae", tooltip="Decodes rollouts to images for the reward."),
+                RewardType.Input("reward", tooltip="What to maximise (from a flow-cps reward loader or combine node)."),
+                io.Latent.Input("latent", tooltip="Sets the image size: e.g. Empty Latent Image (128×128 for the "
+                                                  "toy model) or Empty SD3 Latent Image. Its content is ignored."),
+                io.String.Input("prompts", multiline=True, default="a handwritten 3\na handwritten 7",
+                                tooltip="Training prompts, one per line. Rewards such as OCR read the text in quotes."),
+                io.String.Input("negative", default="", tooltip="Negative prompt for CFG (empty = unconditional)."),
+                io.Float.Input("cfg", default=1.0, min=1.0, max=30.0, step=0.1,
+                               tooltip="Classifier-free guidance scale in rollouts and training (1 = off, fastest)."),
+                io.Combo.Input("rule", options=TRAIN_RULES, default="cps",
+                               tooltip="Stochastic step rule of the rollouts (CPS keeps the noise level on schedule; "
+                                       "flow_sde is Flow-GRPO's SDE)."),
+                io.Float.Input("eta", default=DEFAULT_ETA["cps"], min=0.0, max=3.0, step=0.01,
+                               tooltip="Noise amount η of the rule (CPS/CPWS ≤ 1)."),
+                io.Int.Input("steps", default=10, min=2, max=100, tooltip="Sampling steps per rollout."),
+                io.Combo.Input("scheduler", options=list(comfy.samplers.SCHEDULER_NAMES), default="normal",
+                               tooltip="The model's sigma schedule (as in KSampler)."),
+                io.Int.Input("sde_start_step", default=0, min=0, max=100,
+                             tooltip="First stochastic (trained) step; earlier steps are ODE."),
+                io.Int.Input("sde_end_step", default=100, min=1, max=100,
+                             tooltip="Stochastic steps stop before this one (values ≥ steps = until the end)."),
+                io.Int.Input("group_size", default=8, min=2, max=64,
+                             tooltip="Images per prompt per iteration (GRPO compares within a group)."),
+                io.Int.Input("prompts_per_iteration", default=2, min=1, max=64,
+                             tooltip="Prompts per iteration, taken from the list in turn."),
+                io.Int.Input("iterations", default=20, min=1, max=100000, tooltip="Total GRPO iterations."),
+                io.Int.Input("lora_rank", default=8, min=1, max=256, tooltip="LoRA rank."),
+                io.Float.Input("lora_alpha", default=8.0, min=0.01, max=1024.0, step=0.01,
+                               tooltip="LoRA alpha (scale = alpha / rank)."),
+                io.String.Input("lora_targets", default=", ".join(DEFAULT_TARGETS),
+                                tooltip="fnmatch patterns of the Linear layers that get a LoRA, comma-separated "
+                                        "(module paths inside the diffusion model)."),
+                io.Float.Input("learning_rate", default=1e-3, min=1e-7, max=1.0, step=1e-5,
+                               tooltip="AdamW learning rate."),
+                io.Float.Input("beta", default=0.0, min=0.0, max=10.0, step=0.001,
+                               tooltip="KL penalty weight against the model without the LoRA (0 = off, faster)."),
+                io.Float.Input("clip_range", default=1e-2, min=1e-6, max=1.0, step=1e-4,
+                               tooltip="PPO clip range ε of the probability ratio."),
+                io.Combo.Input("log_prob_kind", options=list(LOG_PROB_KINDS), default="gaussian",
+                               tooltip="Log-probability of a step: per-element Gaussian or CPS eq. 14."),
+                io.Boolean.Input("dense_rewards", default=False,
+                                 tooltip="DenseGRPO per-step rewards by ODE look-ahead (one extra rollout and reward "
+                                         "per step: slower, finer credit assignment)."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, control_after_generate=False,
+                             tooltip="Seed of the LoRA init, rollouts and step selection (same seed = same run)."),
+                io.Int.Input("checkpoint_every", default=5, min=0, max=100000,
+                             tooltip="Save a resumable checkpoint every N iterations (0 = only at the end)."),
+                io.String.Input("run_name", default="grpo", tooltip="Folder under output/flow_cps_grpo/."),
+                io.String.Input("resume_from", default="",
+                                tooltip="Empty = new run; 'latest' = this run's checkpoint; or a checkpoint path "
+                                        "(relative to the output folder). Set iterations to the new total."),
+                io.Clip.Input("clip", optional=True,
+                              tooltip="The model's text encoder (as for CLIP Text Encode). Not needed for the toy "
+                                      "digit model."),
+                io.Sampler.Input("sampler", optional=True,
+                                 tooltip="A flow-cps sampler node: overrides rule, eta, SDE window, log_prob_kind."),
+                EtaScheduleType.Input("eta_schedule", optional=True,
+                                      tooltip="Per-step η (e.g. from DenseGRPO calibration); overrides eta."),
+            ],
+            outputs=[
+                io.Model.Output(display_name="model", tooltip="The input model with the trained LoRA applied."),
+                io.LoraModel.Output(display_name="lora", tooltip="The trained LoRA (works with the stock Save LoRA)."),
+                io.Image.Output(display_name="reward_curve", tooltip="Mean reward (± std) per iteration."),
+                io.String.Output(display_name="run_info", tooltip="JSON: settings and per-iteration metrics."),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, model, vae, reward, latent, prompts, negative, cfg, rule, eta, steps, scheduler,
+                sde_start_step, sde_end_step, group_size, prompts_per_iteration, iterations, lora_rank, lora_alpha,
+                lora_targets, learning_rate, beta, clip_range, log_prob_kind, dense_rewards, seed, checkpoint_every,
+                run_name, resume_from, clip=None, sampler=None, eta_schedule=None) -> io.NodeOutput:
+        rule, etas, window, log_prob_kind = sampling_settings(rule, eta, sde_start_step, sde_end_step, steps,
+                                                              log_prob_kind, sampler, eta_schedule)
+        targets = [t.strip() for t in lora_targets.split(",") if t.strip()]
+        config = GRPOConfig(prompts=["-"], prompts_per_iteration=prompts_per_iteration, group_size=group_size,
+                            steps=steps, rule=rule, eta=etas, sde_window=window, cfg=cfg,
+                            log_prob_kind=log_prob_kind, beta=beta, clip_range=clip_range,
+                            dense_rewards=dense_rewards, lr=learning_rate, lora_rank=lora_rank,
+                            lora_alpha=lora_alpha, lora_targets=tuple(targets), iterations=iterations, seed=seed,
+                            checkpoint_every=checkpoint_every)
+        result = train_lora_grpo(model=model, vae=vae, reward=reward, prompts_text=prompts, negative_text=negative,
+                                 clip=clip, latent_shape=tuple(comfy.sample.fix_empty_latent_channels(model, latent["samples"]).shape[1:]), config=config,
+                                 scheduler=scheduler, lora_targets=targets, run_name=run_name,
+                                 resume_from=resume_from, node_id=cls.hidden.unique_id, send_event=_send_event)
+        info = json.dumps(result.run_info, default=str)
+        last = result.run_info["history"][-1] if result.run_info["history"] else {}
+        text = (f"{result.run_info['iterations']} iterations, reward {last.get('reward_mean', float('nan')):.4f}; "
+                f"saved in {result.run_info['run_folder']}")
+        return io.NodeOutput(result.model, result.lora, result.curve, info, ui=ui.PreviewText(text))
+
+
+class SaveLoRAWithMetadata(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlowCPS_SaveLoRA",
+            display_name="Save LoRA (flow-cps)",
+            category=CATEGORY,
+            is_output_node=True,
+            description="Saves a LORA_MODEL to models/loras as safetensors in the format Load LoRA (model only) "
+                        "reads with no unmatched keys, with the GRPO run's settings as metadata.",
+            inputs=[
+                io.LoraModel.Input("lora", tooltip="The trained LoRA."),
+                io.String.Input("filename_prefix", default="flow_cps/grpo_lora",
+                                tooltip="Path under models/loras (a counter is appended)."),
+                io.String.Input("run_info", optional=True, force_input=True,
+                                tooltip="The trainer's run_info, stored as metadata (base model, rule, η, reward, "
+                                        "iterations)."),
+            ],
+            outputs=[io.String.Output(display_name="path", tooltip="The written file.")],
+        )
+
+    @classmethod
+    def execute(cls, lora, filename_prefix, run_info=None) -> io.NodeOutput:
+        folder = folder_paths.get_folder_paths("loras")[0]
+        full_folder, filename, counter, _, _ = folder_paths.get_save_image_path(filename_prefix, folder)
+        path = os.path.join(full_folder, f"{filename}_{counter:05}_.safetensors")
+        metadata = lora_metadata(json.loads(run_info)) if run_info else {}
+        save_lora_file(lora, path, metadata)
+        return io.NodeOutput(path, ui=ui.PreviewText(f"saved {path}"))
+
+
+NODES = [GRPOTrainLoRA, SaveLoRAWithMetadata]

@@ -1,0 +1,95 @@
+"""GRPO LoRA training inside a real ComfyUI on the toy model, over the HTTP API and websocket."""
+import json
+import os
+
+import numpy as np
+from safetensors import safe_open
+
+from test_sampler_nodes import run_images, toy_graph
+
+
+def grpo_graph(run_name, iterations=12, resume_from="", checkpoint_every=2, seed=0, save=True):
+    graph = {
+        "1": {"class_type": "FlowCPS_ToyDigitModel", "inputs": {}},
+        "2": {"class_type": "FlowCPS_RewardDigit", "inputs": {}},
+        "3": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}},
+        "4": {"class_type": "FlowCPS_GRPOTrainLoRA", "inputs": {
+            "model": ["1", 0], "vae": ["1", 1], "reward": ["2", 0], "latent": ["3", 0],
+            "prompts": "a handwritten 5\na handwritten 1\na handwritten 8\na handwritten 7", "negative": "",
+            "cfg": 1.0, "rule": "cps", "eta": 0.8, "steps": 4, "scheduler": "normal", "sde_start_step": 0,
+            "sde_end_step": 100, "group_size": 8, "prompts_per_iteration": 4, "iterations": iterations,
+            "lora_rank": 8, "lora_alpha": 8.0, "lora_targets": "*attn.qkv, *attn.proj, *mlp.fc1, *mlp.fc2",
+            "learning_rate": 1e-3, "beta": 0.0, "clip_range": 1e-2, "log_prob_kind": "gaussian",
+            "dense_rewards": False, "seed": seed, "checkpoint_every": checkpoint_every, "run_name": run_name,
+            "resume_from": resume_from}},
+        "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 2], "filename_prefix": f"host/{run_name}_curve"}},
+    }
+    if save:
+        graph["6"] = {"class_type": "FlowCPS_SaveLoRA", "inputs": {
+            "lora": ["4", 1], "filename_prefix": f"host/{run_name}", "run_info": ["4", 3]}}
+    return graph
+
+
+def chart_events(messages, node="4"):
+    return [m["data"] for m in messages if m.get("type") == "flow_cps.grpo" and m["data"].get("node") == node]
+
+
+def test_grpo_on_the_toy_model_raises_the_reward_and_streams_the_chart(comfy):
+    entry, messages = comfy.run(grpo_graph("host_rise"), timeout=600)
+    assert entry["status"]["status_str"] == "success", (comfy.execution_error(messages), comfy.log_tail())
+    events = chart_events(messages)
+    assert [e["history"][-1][0] for e in events] == list(range(12))  # one chart event per iteration
+    rewards = [r for _, r, _ in events[-1]["history"]]
+    assert np.mean(rewards[-3:]) > np.mean(rewards[:3]) + 0.01, rewards
+    previews = [m for m in messages if m.get("type") == "progress" and m["data"].get("node") == "4"]
+    assert len(previews) >= 12
+    curve = comfy.output_images(entry, node_id="5")
+    assert curve and curve[0].shape[2] == 3
+    run_folder = os.path.join(comfy.output_dir, "flow_cps_grpo", "host_rise")
+    assert {"checkpoint.pt", "lora_final.safetensors", "metrics.json"} <= set(os.listdir(run_folder))
+
+
+def test_saved_lora_loads_with_the_stock_loader_without_warnings_and_changes_the_output(comfy):
+    entry, messages = comfy.run(grpo_graph("host_save", iterations=4), timeout=600)
+    assert entry["status"]["status_str"] == "success", (comfy.execution_error(messages), comfy.log_tail())
+    path = entry["outputs"]["6"]["text"][0].removeprefix("saved ")
+    with safe_open(path, "pt") as handle:
+        keys, metadata = list(handle.keys()), handle.metadata()
+    assert keys and all(k.startswith("diffusion_model.") for k in keys)
+    assert metadata["flow_cps.rule"] == "cps" and metadata["flow_cps.reward"] == "digit"
+    assert metadata["flow_cps.iterations"] == "4"
+    lora_name = os.path.relpath(path, os.path.join(comfy.models_dir, "loras"))
+    log_before = len(comfy.log_text())
+    base = toy_graph("euler", seed=5, prefix="host/lora_base")
+    with_lora = toy_graph("euler", seed=5, prefix="host/lora_on")
+    with_lora["8"] = {"class_type": "LoraLoaderModelOnly",
+                      "inputs": {"model": ["1", 0], "lora_name": lora_name, "strength_model": 1.0}}
+    with_lora["5"]["inputs"]["model"] = ["8", 0]
+    plain, _ = run_images(comfy, base)
+    trained, _ = run_images(comfy, with_lora)
+    new_log = comfy.log_text()[log_before:]
+    assert "lora key not loaded" not in new_log and "ERROR" not in new_log, new_log
+    assert np.abs(plain[0].astype(float) - trained[0].astype(float)).max() > 0
+
+
+def test_interrupt_saves_a_checkpoint_and_resume_continues(comfy):
+    run = "host_interrupt"
+    prompt_id = comfy.queue(grpo_graph(run, iterations=400, checkpoint_every=0, save=False))
+    run_folder = os.path.join(comfy.output_dir, "flow_cps_grpo", run)
+
+    interrupted = []
+
+    def interrupt_after_three_iterations(msg):
+        if msg.get("type") == "flow_cps.grpo" and len(msg["data"]["history"]) >= 3 and not interrupted:
+            interrupted.append(True)
+            comfy.interrupt()
+
+    entry, messages = comfy.wait(prompt_id, timeout=600, on_message=interrupt_after_three_iterations)
+    assert entry["status"]["status_str"] != "success"
+    files = os.listdir(run_folder)
+    assert "checkpoint.pt" in files and any(f.startswith("lora_stopped_at_") for f in files), files
+    done = len(chart_events(messages)[-1]["history"])
+    entry, messages = comfy.run(grpo_graph(run, iterations=done + 2, resume_from="latest", save=False), timeout=600)
+    assert entry["status"]["status_str"] == "success", (comfy.execution_error(messages), comfy.log_tail())
+    history = chart_events(messages)[-1]["history"]
+    assert [h[0] for h in history] == list(range(len(history))) and len(history) == done + 2
