@@ -16,6 +16,7 @@ import folder_paths
 import torch
 from safetensors.torch import save_file
 
+from ..training.calibration import calibrate_exploration
 from ..training.grpo_config import GRPOConfig
 from ..training.toy_model import ToyDiT
 from ..training.toy_prompts import encode_prompts as toy_encode
@@ -170,3 +171,35 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
     trained, _ = comfy.sd.load_lora_for_models(model, None, lora_sd, 1.0, 0)
     curve = reward_curve(run_info["history"], title=f"GRPO reward ({config.rule}, {run_info['reward']})")
     return GRPORunResult(trained, lora_sd, curve, run_info)
+
+
+def calibrate_exploration_in_comfy(*, model, vae, reward, prompts_text: str, negative_text: str, clip, latent_shape,
+                                   config: GRPOConfig, scheduler: str, iterations: int, eps1: float, eps2: float,
+                                   node_id: Optional[str]):
+    """DenseGRPO Alg. 1 on a ComfyUI model: returns the calibrated per-step η schedule (samplers.EtaSchedule)."""
+    require_flow_model(model.get_model_object("model_sampling"), "the exploration calibration")
+    prompts = parse_prompts(prompts_text)
+    config.prompts = prompts
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, config.steps).cpu()
+    result = {}
+    with torch.inference_mode(False), torch.enable_grad():
+        conds = [PromptConds(p, encode_text(p, clip, model), encode_text(negative_text, clip, model))
+                 for p in prompts]
+        patched = model.clone()
+        lora = HostLoRA(patched, ["*"], 1, 1.0, config.seed)  # zero update: the trainer API wants parameters
+        progress = comfy.utils.ProgressBar(iterations, node_id=node_id)
+        done = [0]
+
+        def on_log(message):
+            log.info("flow-cps %s", message)
+            done[0] += 1
+            progress.update_absolute(done[0], iterations)
+
+        def run(trainer):
+            result["schedule"] = calibrate_exploration(trainer, iterations=iterations, eps1=eps1, eps2=eps2,
+                                                       log=on_log)
+
+        host = HostRun(make_trainer=lambda policy: GRPOTrainer(policy, reward, config, times=sigmas),
+                       prompts=conds, vae=vae, lora=lora, run=run)
+        train_grpo_in_comfy(patched, host, latent_shape, sigmas, config.seed)
+    return result["schedule"]

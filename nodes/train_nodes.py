@@ -12,7 +12,8 @@ from comfy_api.latest import io, ui
 from ..samplers import DEFAULT_ETA, LOG_PROB_KINDS
 from ..training.grpo_config import GRPOConfig
 from .grpo_host import DEFAULT_TARGETS
-from .grpo_run import lora_metadata, save_lora_file, train_lora_grpo
+from ..training.calibration import SIGMA_RULES
+from .grpo_run import calibrate_exploration_in_comfy, lora_metadata, save_lora_file, train_lora_grpo
 from .reward_nodes import RewardType
 from .sampler_nodes import EtaScheduleType
 
@@ -188,4 +189,61 @@ class SaveLoRAWithMetadata(io.ComfyNode):
         return io.NodeOutput(path, ui=ui.PreviewText(f"saved {path}"))
 
 
-NODES = [GRPOTrainLoRA, SaveLoRAWithMetadata]
+class CalibrateExploration(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlowCPS_CalibrateExploration",
+            display_name="DenseGRPO Exploration Calibration",
+            category=CATEGORY,
+            is_experimental=True,
+            description="DenseGRPO's exploration calibration (arXiv 2601.20218, Alg. 1): samples groups with "
+                        "per-step ODE look-ahead rewards and nudges each step's noise σ_t up when its reward changes "
+                        "are balanced between better and worse, down otherwise. Outputs a per-step η schedule for the "
+                        "flow sampler nodes and the GRPO trainer (same steps and scheduler).",
+            inputs=[
+                io.Model.Input("model", tooltip="A flow-matching model."),
+                io.Vae.Input("vae", tooltip="Decodes look-ahead samples for the reward."),
+                RewardType.Input("reward", tooltip="The reward you will train with."),
+                io.Latent.Input("latent", tooltip="Sets the image size (content ignored)."),
+                io.String.Input("prompts", multiline=True, default="a handwritten 3\na handwritten 7",
+                                tooltip="Prompts, one per line."),
+                io.String.Input("negative", default="", tooltip="Negative prompt for CFG."),
+                io.Float.Input("cfg", default=1.0, min=1.0, max=30.0, step=0.1, tooltip="CFG scale."),
+                io.Combo.Input("rule", options=list(SIGMA_RULES), default="flow_sde",
+                               tooltip="An SDE rule with a per-step σ_t (DenseGRPO calibrates σ_t)."),
+                io.Float.Input("eta", default=DEFAULT_ETA["flow_sde"], min=0.0, max=3.0, step=0.01,
+                               tooltip="Starting η (converted to the starting σ_t per step)."),
+                io.Int.Input("steps", default=10, min=2, max=100, tooltip="Sampling steps (as in the trainer)."),
+                io.Combo.Input("scheduler", options=list(comfy.samplers.SCHEDULER_NAMES), default="normal",
+                               tooltip="The sigma schedule (as in the trainer)."),
+                io.Int.Input("group_size", default=8, min=2, max=64, tooltip="Samples per prompt."),
+                io.Int.Input("prompts_per_iteration", default=2, min=1, max=64, tooltip="Prompts per round."),
+                io.Int.Input("iterations", default=5, min=1, max=1000, tooltip="Calibration rounds."),
+                io.Float.Input("eps1", default=2.0, min=0.0, max=1000.0, step=0.5,
+                               tooltip="Balance threshold ε1: |#(ΔR>0) − #(ΔR<0)| below it raises σ_t."),
+                io.Float.Input("eps2", default=0.01, min=0.0, max=1.0, step=0.001, tooltip="Step size ε2 of σ_t."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, control_after_generate=False,
+                             tooltip="Seed of the calibration rollouts."),
+                io.Clip.Input("clip", optional=True, tooltip="The model's text encoder (not needed for the toy)."),
+            ],
+            outputs=[EtaScheduleType.Output(display_name="eta_schedule",
+                                            tooltip="Per-step η for the sampler nodes and the trainer.")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, model, vae, reward, latent, prompts, negative, cfg, rule, eta, steps, scheduler, group_size,
+                prompts_per_iteration, iterations, eps1, eps2, seed, clip=None) -> io.NodeOutput:
+        config = GRPOConfig(prompts=["-"], prompts_per_iteration=prompts_per_iteration, group_size=group_size,
+                            steps=steps, rule=rule, eta=eta, cfg=cfg, seed=seed)
+        latent_shape = tuple(comfy.sample.fix_empty_latent_channels(model, latent["samples"]).shape[1:])
+        schedule = calibrate_exploration_in_comfy(
+            model=model, vae=vae, reward=reward, prompts_text=prompts, negative_text=negative, clip=clip,
+            latent_shape=latent_shape, config=config, scheduler=scheduler, iterations=iterations, eps1=eps1,
+            eps2=eps2, node_id=cls.hidden.unique_id)
+        text = f"{rule} η per step: " + ", ".join(f"{v:.3f}" for v in schedule.values)
+        return io.NodeOutput(schedule, ui=ui.PreviewText(text))
+
+
+NODES = [GRPOTrainLoRA, SaveLoRAWithMetadata, CalibrateExploration]

@@ -93,3 +93,37 @@ def test_interrupt_saves_a_checkpoint_and_resume_continues(comfy):
     assert entry["status"]["status_str"] == "success", (comfy.execution_error(messages), comfy.log_tail())
     history = chart_events(messages)[-1]["history"]
     assert [h[0] for h in history] == list(range(len(history))) and len(history) == done + 2
+
+
+def test_calibration_schedule_feeds_the_trainer_and_sampler_nodes(comfy):
+    graph = grpo_graph("host_calibrated", iterations=2, save=False)
+    graph["7"] = {"class_type": "FlowCPS_CalibrateExploration", "inputs": {
+        "model": ["1", 0], "vae": ["1", 1], "reward": ["2", 0], "latent": ["3", 0],
+        "prompts": "a handwritten 5\na handwritten 1", "negative": "", "cfg": 1.0, "rule": "flow_sde", "eta": 0.7,
+        "steps": 4, "scheduler": "normal", "group_size": 4, "prompts_per_iteration": 2, "iterations": 3,
+        "eps1": 2.0, "eps2": 0.05, "seed": 1}}
+    graph["8"] = {"class_type": "FlowCPS_SamplerFlowSDE", "inputs": {
+        "eta": 0.7, "sde_start_step": 0, "sde_end_step": 100, "log_prob_kind": "gaussian", "eta_schedule": ["7", 0]}}
+    graph["4"]["inputs"]["sampler"] = ["8", 0]
+    entry, messages = comfy.run(graph, timeout=600)
+    assert entry["status"]["status_str"] == "success", (comfy.execution_error(messages), comfy.log_tail())
+    text = entry["outputs"]["7"]["text"][0]
+    values = [float(v) for v in text.split(":")[1].split(",")]
+    assert len(values) == 4 and all(v >= 0 for v in values)
+    assert values != [0.7] * 4  # every step moved by ±ε2-derived amounts
+    info = entry["outputs"]["4"]["text"][0]
+    assert "2 iterations" in info
+
+
+def test_trainer_node_and_chart_extension_are_served(comfy):
+    info = comfy.object_info()
+    for node in ("FlowCPS_GRPOTrainLoRA", "FlowCPS_SaveLoRA", "FlowCPS_CalibrateExploration", "FlowCPS_RewardDigit",
+                 "FlowCPS_ScoreImages"):
+        assert node in info, node
+        assert info[node]["description"]
+    assert info["FlowCPS_GRPOTrainLoRA"]["experimental"] is True
+    assert info["FlowCPS_GRPOTrainLoRA"]["output"][:3] == ["MODEL", "LORA_MODEL", "IMAGE"]
+    extensions = comfy.get_json("/extensions")
+    assert any(e.endswith("flow-cps/flow_cps_chart.js") for e in extensions), extensions
+    status, body = comfy.request("GET", "/extensions/flow-cps/flow_cps_chart.js")
+    assert status == 200 and b"flow_cps.grpo" in body
