@@ -54,9 +54,30 @@ def encode_text(text: str, clip, model) -> list:
     if clip is not None:
         return _clone(clip.encode_from_tokens_scheduled(clip.tokenize(text)))
     if is_toy_model(model):
-        return [[toy_encode([text]), {}]]
+        context = toy_encode([text])
+        return [[context, {"pooled_output": context[:, 0]}]]
     raise ValueError("connect the model's text encoder to 'clip' (e.g. from Load Checkpoint or DualCLIPLoader); "
                      "only the toy digit model can be trained without one")
+
+
+def prompt_conditioning(prompts: List[str], negative_text: str, clip, model, positive=None,
+                        negative=None) -> List[PromptConds]:
+    """One (positive, negative) CONDITIONING per prompt: connected CONDITIONING wins over text encoding.
+
+    A connected ``positive`` holds one entry per prompt line (e.g. built with Conditioning (Combine)) or one entry
+    shared by all prompts; the prompt text is still what the reward reads."""
+    if positive is not None:
+        entries = [[entry] for entry in positive]
+        if len(entries) == 1:
+            entries = entries * len(prompts)
+        if len(entries) != len(prompts):
+            raise ValueError(f"'positive' has {len(entries)} conditioning entries for {len(prompts)} prompt lines: "
+                             "give one entry per prompt (in order) or a single one for all")
+        positives = [_clone(e) for e in entries]
+    else:
+        positives = [encode_text(p, clip, model) for p in prompts]
+    negative_cond = _clone(negative) if negative is not None else encode_text(negative_text, clip, model)
+    return [PromptConds(p, pos, negative_cond) for p, pos in zip(prompts, positives)]
 
 
 def model_description(model) -> str:
@@ -111,7 +132,8 @@ class GRPORunResult:
 
 def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str, clip, latent_shape,
                     config: GRPOConfig, scheduler: str, lora_targets: List[str], run_name: str, resume_from: str,
-                    node_id: Optional[str], send_event: Callable[[str, dict], None]) -> GRPORunResult:
+                    node_id: Optional[str], send_event: Callable[[str, dict], None], positive=None,
+                    negative=None) -> GRPORunResult:
     require_flow_model(model.get_model_object("model_sampling"), "the GRPO trainer")
     prompts = parse_prompts(prompts_text)
     config.prompts = prompts
@@ -124,8 +146,7 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
                 "lora_rank": config.lora_rank, "lora_alpha": config.lora_alpha, "run_folder": run_folder}
 
     with torch.inference_mode(False), torch.enable_grad():
-        conds = [PromptConds(p, encode_text(p, clip, model), encode_text(negative_text, clip, model))
-                 for p in prompts]
+        conds = prompt_conditioning(prompts, negative_text, clip, model, positive, negative)
         patched = model.clone()
         lora = HostLoRA(patched, lora_targets, config.lora_rank,
                         config.lora_alpha if config.lora_alpha is not None else config.lora_rank, config.seed)
@@ -183,8 +204,7 @@ def calibrate_exploration_in_comfy(*, model, vae, reward, prompts_text: str, neg
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, config.steps).cpu()
     result = {}
     with torch.inference_mode(False), torch.enable_grad():
-        conds = [PromptConds(p, encode_text(p, clip, model), encode_text(negative_text, clip, model))
-                 for p in prompts]
+        conds = prompt_conditioning(prompts, negative_text, clip, model)
         patched = model.clone()
         lora = HostLoRA(patched, ["*"], 1, 1.0, config.seed)  # zero update: the trainer API wants parameters
         progress = comfy.utils.ProgressBar(iterations, node_id=node_id)

@@ -110,7 +110,10 @@ class ToyDigitPrompt(io.ComfyNode):
 
     @classmethod
     def execute(cls, text) -> io.NodeOutput:
-        return io.NodeOutput([[encode_prompts([text]), {}]])
+        context = encode_prompts([text])
+        # pooled_output = the same one-hot, so the conditioning also drives models with a pooled vector (e.g. a
+        # tiny SD3 MMDiT in the host tests); the toy model itself ignores it
+        return io.NodeOutput([[context, {"pooled_output": context[:, 0]}]])
 
 
 NODES = [ToyDigitModel, ToyDigitPrompt]

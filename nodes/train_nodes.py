@@ -119,6 +119,11 @@ class GRPOTrainLoRA(io.ComfyNode):
                 io.Clip.Input("clip", optional=True,
                               tooltip="The model's text encoder (as for CLIP Text Encode). Not needed for the toy "
                                       "digit model."),
+                io.Conditioning.Input("positive", optional=True,
+                                      tooltip="Instead of encoding the prompt lines: one conditioning entry per prompt "
+                                              "line (Conditioning (Combine) them in order) or one for all."),
+                io.Conditioning.Input("negative_conditioning", optional=True,
+                                      tooltip="Instead of encoding 'negative': the negative CONDITIONING."),
                 io.Sampler.Input("sampler", optional=True,
                                  tooltip="A flow-cps sampler node: overrides rule, eta, SDE window, log_prob_kind."),
                 EtaScheduleType.Input("eta_schedule", optional=True,
@@ -137,7 +142,8 @@ class GRPOTrainLoRA(io.ComfyNode):
     def execute(cls, model, vae, reward, latent, prompts, negative, cfg, rule, eta, steps, scheduler,
                 sde_start_step, sde_end_step, group_size, prompts_per_iteration, iterations, lora_rank, lora_alpha,
                 lora_targets, learning_rate, beta, clip_range, log_prob_kind, dense_rewards, seed, checkpoint_every,
-                run_name, resume_from, clip=None, sampler=None, eta_schedule=None) -> io.NodeOutput:
+                run_name, resume_from, clip=None, positive=None, negative_conditioning=None, sampler=None,
+                eta_schedule=None) -> io.NodeOutput:
         rule, etas, window, log_prob_kind = sampling_settings(rule, eta, sde_start_step, sde_end_step, steps,
                                                               log_prob_kind, sampler, eta_schedule)
         targets = [t.strip() for t in lora_targets.split(",") if t.strip()]
@@ -150,7 +156,8 @@ class GRPOTrainLoRA(io.ComfyNode):
         result = train_lora_grpo(model=model, vae=vae, reward=reward, prompts_text=prompts, negative_text=negative,
                                  clip=clip, latent_shape=tuple(comfy.sample.fix_empty_latent_channels(model, latent["samples"]).shape[1:]), config=config,
                                  scheduler=scheduler, lora_targets=targets, run_name=run_name,
-                                 resume_from=resume_from, node_id=cls.hidden.unique_id, send_event=_send_event)
+                                 resume_from=resume_from, node_id=cls.hidden.unique_id, send_event=_send_event,
+                                 positive=positive, negative=negative_conditioning)
         info = json.dumps(result.run_info, default=str)
         last = result.run_info["history"][-1] if result.run_info["history"] else {}
         text = (f"{result.run_info['iterations']} iterations, reward {last.get('reward_mean', float('nan')):.4f}; "

@@ -127,3 +127,64 @@ def test_trainer_node_and_chart_extension_are_served(comfy):
     assert any(e.endswith("flow-cps/flow_cps_chart.js") for e in extensions), extensions
     status, body = comfy.request("GET", "/extensions/flow-cps/flow_cps_chart.js")
     assert status == 200 and b"flow_cps.grpo" in body
+
+
+TINY_SD3 = r"""
+import sys, torch
+from safetensors.torch import save_file
+out_unet, out_vae = sys.argv[1:3]
+sys.argv = [sys.argv[0], "--cpu"]
+import comfy.options
+comfy.options.enable_args_parsing()
+import comfy.ops, comfy.taesd.taesd
+from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
+torch.manual_seed(0)
+# ComfyUI's SD3 MMDiT at tiny size: depth 2 -> hidden 128, 2 heads; context and pooled vector = the toy prompt's 11-dim one-hot
+net = MMDiT(input_size=None, patch_size=2, in_channels=16, out_channels=16, depth=2, num_patches=256,
+            pos_embed_max_size=16, adm_in_channels=11, pos_embed_scaling_factor=None,
+            context_embedder_config={"target": "torch.nn.Linear", "params": {"in_features": 11, "out_features": 128}},
+            dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
+for p in net.parameters():
+    torch.nn.init.normal_(p, std=0.02)
+save_file({k: v.contiguous() for k, v in net.state_dict().items()}, out_unet)
+vae = comfy.taesd.taesd.TAESD(latent_channels=16)
+for p in vae.parameters():
+    torch.nn.init.normal_(p, std=0.05)
+save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, out_vae)
+"""
+
+
+def test_a_tiny_real_sd3_mmdit_trains_through_the_same_node(comfy):
+    import subprocess
+    models = comfy.models_dir
+    os.makedirs(os.path.join(models, "diffusion_models"), exist_ok=True)
+    os.makedirs(os.path.join(models, "vae"), exist_ok=True)
+    unet = os.path.join(models, "diffusion_models", "tiny_sd3_mmdit.safetensors")
+    vae = os.path.join(models, "vae", "tiny_taesd3.safetensors")
+    subprocess.run([os.environ.get("COMFYUI_PYTHON") or "python", "-c", TINY_SD3, unet, vae], check=True,
+                   cwd=os.environ["COMFYUI_PATH"], capture_output=True, timeout=300)
+    graph = grpo_graph("host_tiny_sd3", iterations=1, save=True)
+    graph["1"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny_sd3_mmdit.safetensors",
+                                                         "weight_dtype": "default"}}
+    graph["9"] = {"class_type": "VAELoader", "inputs": {"vae_name": "tiny_taesd3.safetensors"}}
+    graph["10"] = {"class_type": "FlowCPS_ToyDigitPrompt", "inputs": {"text": "a handwritten 5"}}
+    graph["11"] = {"class_type": "FlowCPS_ToyDigitPrompt", "inputs": {"text": "a handwritten 1"}}
+    graph["12"] = {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["10", 0],
+                                                                   "conditioning_2": ["11", 0]}}
+    graph["13"] = {"class_type": "FlowCPS_ToyDigitPrompt", "inputs": {"text": ""}}
+    graph["3"] = {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
+    inputs = graph["4"]["inputs"]
+    inputs.update({"model": ["1", 0], "vae": ["9", 0], "prompts": "a handwritten 5\na handwritten 1",
+                   "prompts_per_iteration": 2, "group_size": 2, "positive": ["12", 0],
+                   "negative_conditioning": ["13", 0], "cfg": 2.0, "beta": 0.01})
+    entry, messages = comfy.run(graph, timeout=600)
+    assert entry["status"]["status_str"] == "success", (comfy.execution_error(messages), comfy.log_tail())
+    path = entry["outputs"]["6"]["text"][0].removeprefix("saved ")
+    with safe_open(path, "pt") as handle:
+        keys = list(handle.keys())
+        metadata = handle.metadata()
+    assert any(".x_block.attn.qkv.lora_up.weight" in k for k in keys)
+    assert any(".context_block.mlp.fc1.lora_down.weight" in k for k in keys)
+    assert metadata["flow_cps.base_model"] == "SD3/OpenAISignatureMMDITWrapper"
+    history = chart_events(messages)[-1]["history"]
+    assert len(history) == 1 and np.isfinite(history[0][1])
