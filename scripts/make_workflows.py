@@ -104,8 +104,72 @@ def noise_comparison_grid():
     return w
 
 
+TOY_PROMPTS = "a handwritten 5\na handwritten 1\na handwritten 8\na handwritten 7"
+LORA_TARGETS = "*attn.qkv, *attn.proj, *mlp.fc1, *mlp.fc2"
+
+
+def trainer_widgets(prompts=TOY_PROMPTS, negative="", cfg=1.0, rule="cps", eta=0.8, steps=4, scheduler="normal",
+                    group_size=8, prompts_per_iteration=4, iterations=30, rank=8, alpha=8.0, targets=LORA_TARGETS,
+                    lr=1e-3, beta=0.0, clip_range=1e-2, seed=0, checkpoint_every=5, run_name="grpo_toy_cps"):
+    return [prompts, negative, cfg, rule, eta, steps, scheduler, 0, 100, group_size, prompts_per_iteration,
+            iterations, rank, alpha, targets, lr, beta, clip_range, "gaussian", False, seed, "fixed",
+            checkpoint_every, run_name, ""]
+
+
+TRAINER_OUTPUTS = [("model", "MODEL"), ("lora", "LORA_MODEL"), ("reward_curve", "IMAGE"), ("run_info", "STRING")]
+
+
+def grpo_toy():
+    w = Workflow()
+    model = w.node("FlowCPS_ToyDigitModel", outputs=[("MODEL", "MODEL"), ("VAE", "VAE")], pos=(20, 60))
+    reward = w.node("FlowCPS_RewardDigit", outputs=[("reward", "REWARD")], pos=(20, 220))
+    latent = w.node("EmptyLatentImage", [128, 128, 1], outputs=[("LATENT", "LATENT")], pos=(20, 340))
+    trainer = w.node("FlowCPS_GRPOTrainLoRA", trainer_widgets(),
+                     inputs=[("model", "MODEL", (model, 0)), ("vae", "VAE", (model, 1)),
+                             ("reward", "REWARD", (reward, 0)), ("latent", "LATENT", (latent, 0))],
+                     outputs=TRAINER_OUTPUTS, pos=(380, 60), size=(400, 1020))
+    w.node("PreviewImage", inputs=[("images", "IMAGE", (trainer, 2))], pos=(820, 60), size=(420, 320))
+    w.node("FlowCPS_SaveLoRA", ["flow_cps/grpo_toy_cps"],
+           inputs=[("lora", "LORA_MODEL", (trainer, 1)), ("run_info", "STRING", (trainer, 3))],
+           outputs=[("path", "STRING")], pos=(820, 420), size=(420, 120))
+    positive = w.node("FlowCPS_ToyDigitPrompt", ["a handwritten 8"], outputs=[("CONDITIONING", "CONDITIONING")],
+                      pos=(820, 580), title="Try the trained model")
+    negative = w.node("FlowCPS_ToyDigitPrompt", [""], outputs=[("CONDITIONING", "CONDITIONING")], pos=(820, 700))
+    check_latent = w.node("EmptyLatentImage", [128, 128, 8], outputs=[("LATENT", "LATENT")], pos=(820, 820))
+    sampled = w.node("KSampler", [1, "fixed", 4, 1.0, "flow_cps", "normal", 1.0],
+                     inputs=[("model", "MODEL", (trainer, 0)), ("positive", "CONDITIONING", (positive, 0)),
+                             ("negative", "CONDITIONING", (negative, 0)),
+                             ("latent_image", "LATENT", (check_latent, 0))],
+                     outputs=[("LATENT", "LATENT")], pos=(1280, 60), size=(320, 270))
+    image = w.node("VAEDecode", inputs=[("samples", "LATENT", (sampled, 0)), ("vae", "VAE", (model, 1))],
+                   outputs=[("IMAGE", "IMAGE")], pos=(1280, 380))
+    w.node("PreviewImage", inputs=[("images", "IMAGE", (image, 0))], pos=(1280, 500), size=(420, 320))
+    return w
+
+
+def grpo_cps_vs_flow_sde_toy():
+    w = Workflow()
+    model = w.node("FlowCPS_ToyDigitModel", outputs=[("MODEL", "MODEL"), ("VAE", "VAE")], pos=(20, 60))
+    reward = w.node("FlowCPS_RewardDigit", outputs=[("reward", "REWARD")], pos=(20, 220))
+    latent = w.node("EmptyLatentImage", [128, 128, 1], outputs=[("LATENT", "LATENT")], pos=(20, 340))
+    curves = []
+    for k, (rule, eta) in enumerate((("cps", 0.8), ("flow_sde", 0.7))):
+        trainer = w.node("FlowCPS_GRPOTrainLoRA", trainer_widgets(rule=rule, eta=eta, run_name=f"grpo_toy_{rule}"),
+                         inputs=[("model", "MODEL", (model, 0)), ("vae", "VAE", (model, 1)),
+                                 ("reward", "REWARD", (reward, 0)), ("latent", "LATENT", (latent, 0))],
+                         outputs=TRAINER_OUTPUTS, pos=(380 + 440 * k, 60), size=(400, 1020),
+                         title=f"GRPO with {rule}")
+        curves.append(trainer)
+    both = w.node("ImageBatch", inputs=[("image1", "IMAGE", (curves[0], 2)), ("image2", "IMAGE", (curves[1], 2))],
+                  outputs=[("IMAGE", "IMAGE")], pos=(1280, 60))
+    w.node("PreviewImage", inputs=[("images", "IMAGE", (both, 0))], pos=(1280, 180), size=(480, 400),
+           title="Reward curves: CPS (first) vs Flow-SDE (second)")
+    return w
+
+
 WORKFLOWS = {"flow_cps_ksampler_toy": ksampler_flow_cps, "flow_cps_sampler_custom_toy": sampler_custom_cps,
-             "flow_cps_noise_comparison_toy": noise_comparison_grid}
+             "flow_cps_noise_comparison_toy": noise_comparison_grid, "flow_cps_grpo_toy": grpo_toy,
+             "flow_cps_grpo_cps_vs_flow_sde_toy": grpo_cps_vs_flow_sde_toy}
 
 
 def main():

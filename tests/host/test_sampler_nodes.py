@@ -160,7 +160,9 @@ def test_shipped_example_workflows_run(comfy):
     info = comfy.object_info()
     for name in templates:
         api = ui_to_api(comfy.workflow_template("flow-cps", name), info)
-        entry, messages = comfy.run(api, timeout=300)
+        if not name.endswith("_toy"):
+            continue  # templates for user-supplied weights: they must convert (node types, widgets) but not run
+        entry, messages = comfy.run(api, timeout=600)
         assert entry["status"]["status_str"] == "success", (name, comfy.execution_error(messages))
         assert comfy.output_images(entry), name
 
