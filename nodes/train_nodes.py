@@ -108,7 +108,7 @@ class GRPOTrainLoRA(io.ComfyNode):
                 io.Boolean.Input("dense_rewards", default=False,
                                  tooltip="DenseGRPO per-step rewards by ODE look-ahead (one extra rollout and reward "
                                          "per step: slower, finer credit assignment)."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, control_after_generate=False,
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the LoRA init, rollouts and step selection (same seed = same run)."),
                 io.Int.Input("checkpoint_every", default=5, min=0, max=100000,
                              tooltip="Save a resumable checkpoint every N iterations (0 = only at the end)."),
@@ -162,7 +162,11 @@ class GRPOTrainLoRA(io.ComfyNode):
         last = result.run_info["history"][-1] if result.run_info["history"] else {}
         text = (f"{result.run_info['iterations']} iterations, reward {last.get('reward_mean', float('nan')):.4f}; "
                 f"saved in {result.run_info['run_folder']}")
-        return io.NodeOutput(result.model, result.lora, result.curve, info, ui=ui.PreviewText(text))
+        chart = {"run": run_name, "iterations": iterations,
+                 "history": [[h["iteration"], h["reward_mean"], h["reward_std"]] for h in result.run_info["history"]]}
+        # the chart data also rides on the node's UI output, so a cached re-run or a reopened page redraws it
+        return io.NodeOutput(result.model, result.lora, result.curve, info,
+                             ui={"text": [text], "flow_cps_chart": [chart]})
 
 
 class SaveLoRAWithMetadata(io.ComfyNode):
@@ -230,7 +234,7 @@ class CalibrateExploration(io.ComfyNode):
                 io.Float.Input("eps1", default=2.0, min=0.0, max=1000.0, step=0.5,
                                tooltip="Balance threshold ε1: |#(ΔR>0) − #(ΔR<0)| below it raises σ_t."),
                 io.Float.Input("eps2", default=0.01, min=0.0, max=1.0, step=0.001, tooltip="Step size ε2 of σ_t."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, control_after_generate=False,
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the calibration rollouts."),
                 io.Clip.Input("clip", optional=True, tooltip="The model's text encoder (not needed for the toy)."),
             ],

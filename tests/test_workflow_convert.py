@@ -171,3 +171,11 @@ def test_unknown_type_and_subgraphs_are_errors():
         ui_to_api(wf, OBJECT_INFO)
     with pytest.raises(NotImplementedError):
         ui_to_api({"nodes": [], "links": [], "definitions": {"subgraphs": [{"id": "x"}]}}, OBJECT_INFO)
+
+
+def test_explicit_no_control_on_a_seed_named_input_has_no_control_value():
+    # the frontend adds no control widget when control_after_generate is explicitly False (checked in Chromium)
+    info = {"N": _info(required={"seed": ["INT", {"default": 0, "control_after_generate": False}],
+                                 "steps": ["INT", {"default": 1}]})}
+    workflow = {"nodes": [_node(1, "N", widgets=[5, 7])], "links": []}
+    assert ui_to_api(workflow, info)["1"]["inputs"] == {"seed": 5, "steps": 7}

@@ -60,6 +60,15 @@ app.registerExtension({
       requestAnimationFrame(() => draw(canvas, this.flowCpsChart.state));
       return result;
     };
+    const executed = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (output) {
+      executed?.apply(this, arguments);
+      const chart = output?.flow_cps_chart?.[0];
+      if (chart && this.flowCpsChart) {
+        this.flowCpsChart.state = applyEvent(this.flowCpsChart.state, chart);
+        draw(this.flowCpsChart.canvas, this.flowCpsChart.state);
+      }
+    };
   },
   async setup() {
     api.addEventListener(CHART_EVENT, ({ detail }) => {

@@ -61,7 +61,8 @@ def widget_layout(info: dict) -> list[tuple[str, list[str], Any, dict]]:
             typ, opts = _spec_parts(spec)
             is_combo = isinstance(typ, list) or typ == "COMBO"
             extras = []
-            if opts.get("control_after_generate") or (typ == "INT" and name in SEED_NAMES):
+            if opts.get("control_after_generate") or (typ == "INT" and name in SEED_NAMES
+                                                     and opts.get("control_after_generate") is not False):
                 extras.append("control")
                 if is_combo:
                     extras.append("filter")
