@@ -3,6 +3,10 @@
 Optional-dependency rewards (OCR, CLIP family) import their libraries only when constructed.
 """
 from .base import Reward, RewardError, RewardFn, RewardResult, evaluate_reward, reward_name
+from .clip_family import (AestheticReward, CLIPScoreReward, HPSv2Reward, PickScoreReward, RewardDependencyMissing,
+                          RewardModelNotFound, find_reward_model, load_clip_reward, reward_model_layout)
 from .digit import DigitReward
 
-__all__ = ["Reward", "RewardError", "RewardFn", "RewardResult", "evaluate_reward", "reward_name", "DigitReward"]
+__all__ = ["Reward", "RewardError", "RewardFn", "RewardResult", "evaluate_reward", "reward_name", "DigitReward",
+           "PickScoreReward", "CLIPScoreReward", "AestheticReward", "HPSv2Reward", "RewardModelNotFound",
+           "RewardDependencyMissing", "find_reward_model", "load_clip_reward", "reward_model_layout"]
