@@ -15,4 +15,6 @@ async def comfy_entrypoint() -> FlowCPSExtension:
     return FlowCPSExtension()
 
 
-__all__ = ["comfy_entrypoint", "register_ksampler_names"]
+register_reward_folder = reward_nodes.register_reward_folder
+
+__all__ = ["comfy_entrypoint", "register_ksampler_names", "register_reward_folder"]

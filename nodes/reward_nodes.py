@@ -2,13 +2,26 @@
 from __future__ import annotations
 
 import json
+import os
 
+import folder_paths
 from comfy_api.latest import io, ui
 
-from ..training.rewards import DigitReward, evaluate_reward
+from ..training.rewards import DigitReward, evaluate_reward, load_clip_reward, reward_model_layout
 
 CATEGORY = "flow-cps/rewards"
 RewardType = io.Custom("REWARD")
+REWARD_FOLDER = "reward_models"  # models/reward_models/<name>/ (more roots: a reward_models entry in extra_model_paths)
+CLIP_REWARDS = ["pickscore", "hpsv2", "aesthetic", "clipscore"]
+
+
+def register_reward_folder() -> None:
+    folder_paths.add_model_folder_path(REWARD_FOLDER, os.path.join(folder_paths.models_dir, REWARD_FOLDER),
+                                       is_default=True)
+
+
+def reward_roots():
+    return folder_paths.get_folder_paths(REWARD_FOLDER)
 
 
 def parse_prompt_list(text: str, batch: int):
@@ -47,6 +60,34 @@ class DigitRewardLoader(io.ComfyNode):
         return io.NodeOutput(DigitReward())
 
 
+class CLIPFamilyRewardLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlowCPS_RewardCLIP",
+            display_name="Reward: PickScore / HPSv2 / Aesthetic / CLIPScore",
+            category=CATEGORY,
+            description="Loads a CLIP-family reward model from models/reward_models/<name>/ (or a given path) with "
+                        "transformers. Nothing is downloaded: a missing model's error says which files to put "
+                        "where. PickScore = 100·cos (≈18–23), HPSv2 = cos (≈0.2–0.35), aesthetic = LAION score "
+                        "(1–10, prompt ignored), CLIPScore = 2.5·max(cos, 0).",
+            inputs=[
+                io.Combo.Input("model", options=CLIP_REWARDS, default="pickscore",
+                               tooltip="Which reward model (folder under models/reward_models)."),
+                io.String.Input("path", default="",
+                                tooltip="Optional: a folder or weights file to load instead of the reward_models "
+                                        "folder."),
+                io.Combo.Input("dtype", options=["float32", "float16", "bfloat16"], default="float32",
+                               tooltip="Compute dtype (float16/bfloat16 halve memory on a GPU)."),
+            ],
+            outputs=[RewardType.Output(display_name="reward")],
+        )
+
+    @classmethod
+    def execute(cls, model, path, dtype) -> io.NodeOutput:
+        return io.NodeOutput(load_clip_reward(model, reward_roots(), path=path.strip() or None, dtype=dtype))
+
+
 class ScoreImages(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -74,4 +115,4 @@ class ScoreImages(io.ComfyNode):
         return io.NodeOutput(json.dumps(scores), sum(scores) / len(scores), ui=ui.PreviewText(format_scores(result)))
 
 
-NODES = [DigitRewardLoader, ScoreImages]
+NODES = [DigitRewardLoader, CLIPFamilyRewardLoader, ScoreImages]

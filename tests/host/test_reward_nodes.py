@@ -1,0 +1,60 @@
+"""Reward nodes in a real ComfyUI: listed in /object_info, the score node runs on toy-model images, the CLIP-family
+loader reads tiny random models from models/reward_models/, and a missing model gives the layout error."""
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from test_sampler_nodes import toy_graph
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/clip_fixtures.py
+from clip_fixtures import make_tiny_reward_models  # noqa: E402
+
+REWARD_NODES = ["FlowCPS_RewardDigit", "FlowCPS_RewardCLIP", "FlowCPS_ScoreImages"]
+
+
+def score_graph(reward_node: dict, prompts="a handwritten 3"):
+    graph = toy_graph("flow_cps", seed=3, prefix="host/reward_src")
+    graph["20"] = reward_node
+    graph["21"] = {"class_type": "FlowCPS_ScoreImages",
+                   "inputs": {"images": ["6", 0], "reward": ["20", 0], "prompts": prompts}}
+    return graph
+
+
+def test_reward_nodes_are_listed(comfy):
+    info = comfy.object_info()
+    for node in REWARD_NODES:
+        assert node in info and info[node]["description"], node
+    assert info["FlowCPS_RewardDigit"]["output"] == ["REWARD"]
+
+
+def test_score_node_runs_the_digit_reward_on_toy_images(comfy):
+    entry, messages = comfy.run(score_graph({"class_type": "FlowCPS_RewardDigit", "inputs": {}}), timeout=240)
+    assert entry["status"]["status_str"] == "success", (comfy.execution_error(messages), comfy.log_tail())
+    text = entry["outputs"]["21"]["text"][0]
+    lines = text.splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"image {i}: ") for i, line in enumerate(lines))
+    scores = [float(line.split()[2]) for line in lines]
+    assert all(s > 0.5 for s in scores), text  # the toy model draws a 3 when asked, the classifier agrees
+    assert "predicted=3" in lines[0]
+
+
+def test_clip_family_loader_reads_reward_models_folder_and_explains_a_missing_one(comfy):
+    root = Path(comfy.models_dir) / "reward_models"
+    make_tiny_reward_models(root)
+    scores = {}
+    for name in ("pickscore", "hpsv2", "aesthetic", "clipscore"):
+        graph = score_graph({"class_type": "FlowCPS_RewardCLIP",
+                             "inputs": {"model": name, "path": "", "dtype": "float32"}})
+        entry, messages = comfy.run(graph, timeout=240)
+        assert entry["status"]["status_str"] == "success", (name, comfy.execution_error(messages))
+        scores[name] = [float(line.split()[2]) for line in entry["outputs"]["21"]["text"][0].splitlines()]
+        assert len(scores[name]) == 2 and np.isfinite(scores[name]).all()
+    missing = score_graph({"class_type": "FlowCPS_RewardCLIP",
+                           "inputs": {"model": "pickscore", "path": str(root / "nowhere"), "dtype": "float32"}})
+    entry, messages = comfy.run(missing, timeout=240)
+    error = comfy.execution_error(messages)
+    assert error is not None and "nowhere" in error["exception_message"]
+    assert "huggingface.co/yuvalkirstain/PickScore_v1" in error["exception_message"]
