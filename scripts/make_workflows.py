@@ -2,8 +2,8 @@
 
     python scripts/make_workflows.py
 
-Every workflow runs as shipped on the toy digit model (no downloads); swap the toy loader and prompt nodes for a
-checkpoint loader and CLIPTextEncode to use SD3/Flux.
+Every workflow whose name ends in ``_toy`` runs as shipped on the toy digit model (no downloads); the others need
+the model files they name (see README).
 """
 import json
 import os
@@ -167,9 +167,41 @@ def grpo_cps_vs_flow_sde_toy():
     return w
 
 
+SD35_PROMPTS = ("a photo of a red fox reading a newspaper in a cafe\n"
+               "an astronaut riding a horse on the moon, studio lighting\n"
+               "a watercolor painting of a lighthouse at dawn\n"
+               "a corgi wearing sunglasses on a surfboard")
+
+
+def grpo_sd35_pickscore():
+    """For users with the weights: models/checkpoints/sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors and
+    models/reward_models/pickscore/ (see README). Settings follow Flow-GRPO's SD3.5 recipe scaled down."""
+    w = Workflow()
+    ckpt = w.node("CheckpointLoaderSimple", ["sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors"],
+                  outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")], pos=(20, 60), size=(340, 110))
+    reward = w.node("FlowCPS_RewardCLIP", ["pickscore", "", "bfloat16"], outputs=[("reward", "REWARD")],
+                    pos=(20, 220), size=(340, 110))
+    latent = w.node("EmptySD3LatentImage", [512, 512, 1], outputs=[("LATENT", "LATENT")], pos=(20, 380))
+    trainer = w.node("FlowCPS_GRPOTrainLoRA",
+                     trainer_widgets(prompts=SD35_PROMPTS, cfg=4.5, steps=10, group_size=8, prompts_per_iteration=2,
+                                     iterations=300, rank=32, alpha=64.0, targets="*attn.qkv, *attn.proj", lr=3e-4,
+                                     beta=0.01, clip_range=1e-4, checkpoint_every=10,
+                                     run_name="grpo_sd35_pickscore"),
+                     inputs=[("model", "MODEL", (ckpt, 0)), ("vae", "VAE", (ckpt, 2)),
+                             ("reward", "REWARD", (reward, 0)), ("latent", "LATENT", (latent, 0)),
+                             ("clip", "CLIP", (ckpt, 1))],
+                     outputs=TRAINER_OUTPUTS, pos=(400, 60), size=(420, 1020))
+    w.node("PreviewImage", inputs=[("images", "IMAGE", (trainer, 2))], pos=(860, 60), size=(420, 320))
+    w.node("FlowCPS_SaveLoRA", ["flow_cps/grpo_sd35_pickscore"],
+           inputs=[("lora", "LORA_MODEL", (trainer, 1)), ("run_info", "STRING", (trainer, 3))],
+           outputs=[("path", "STRING")], pos=(860, 420), size=(420, 120))
+    return w
+
+
 WORKFLOWS = {"flow_cps_ksampler_toy": ksampler_flow_cps, "flow_cps_sampler_custom_toy": sampler_custom_cps,
              "flow_cps_noise_comparison_toy": noise_comparison_grid, "flow_cps_grpo_toy": grpo_toy,
-             "flow_cps_grpo_cps_vs_flow_sde_toy": grpo_cps_vs_flow_sde_toy}
+             "flow_cps_grpo_cps_vs_flow_sde_toy": grpo_cps_vs_flow_sde_toy,
+             "flow_cps_grpo_sd35_pickscore": grpo_sd35_pickscore}
 
 
 def main():
