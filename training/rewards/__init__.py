@@ -5,8 +5,14 @@ Optional-dependency rewards (OCR, CLIP family) import their libraries only when 
 from .base import Reward, RewardError, RewardFn, RewardResult, evaluate_reward, reward_name
 from .clip_family import (AestheticReward, CLIPScoreReward, HPSv2Reward, PickScoreReward, RewardDependencyMissing,
                           RewardModelNotFound, find_reward_model, load_clip_reward, reward_model_layout)
+from .combine import CombinedReward, z_normalise
 from .digit import DigitReward
+from .ocr import OCRReward
+from .weight_free import (WEIGHT_FREE_REWARDS, Colorfulness, JpegCompressibility, JpegIncompressibility, LowNoise,
+                          Sharpness, weight_free_reward)
 
 __all__ = ["Reward", "RewardError", "RewardFn", "RewardResult", "evaluate_reward", "reward_name", "DigitReward",
            "PickScoreReward", "CLIPScoreReward", "AestheticReward", "HPSv2Reward", "RewardModelNotFound",
-           "RewardDependencyMissing", "find_reward_model", "load_clip_reward", "reward_model_layout"]
+           "RewardDependencyMissing", "find_reward_model", "load_clip_reward", "reward_model_layout",
+           "CombinedReward", "z_normalise", "OCRReward", "WEIGHT_FREE_REWARDS", "weight_free_reward",
+           "JpegCompressibility", "JpegIncompressibility", "Colorfulness", "Sharpness", "LowNoise"]

@@ -1,0 +1,122 @@
+"""Rewards that need no model weights: JPEG (in)compressibility, colourfulness, sharpness, low residual noise.
+
+All take ComfyUI IMAGE tensors [B, H, W, C] in [0, 1] and ignore the prompt.
+"""
+from __future__ import annotations
+
+import io
+from typing import Dict, Type
+
+import torch
+import torch.nn.functional as F
+
+from .._host import samplers
+from .base import Reward, rgb
+
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL's "L" conversion
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[B, H, W, 3] uint8 on the CPU, rounded as DDPO does: (x·255).round().clamp(0, 255)."""
+    return (rgb(images).float() * 255).round().clamp(0, 255).to(torch.uint8).cpu()
+
+
+def jpeg_kilobytes(images: torch.Tensor, quality: int = 95) -> torch.Tensor:
+    """Size of each image saved as JPEG at ``quality`` in kB (bytes / 1000), as in DDPO's compressibility task."""
+    from PIL import Image
+    sizes = []
+    for array in to_uint8(images).numpy():
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
+        sizes.append(buffer.tell() / 1000)
+    return torch.tensor(sizes, dtype=torch.float32)
+
+
+class JpegCompressibility(Reward):
+    """DDPO (Black et al. 2023) compressibility: −(JPEG size in kB at quality 95). Smaller files score higher."""
+
+    name = "jpeg_compressibility"
+
+    def compute(self, images, prompts):
+        kb = jpeg_kilobytes(images)
+        return -kb, {"kb": kb.tolist()}
+
+
+class JpegIncompressibility(Reward):
+    """DDPO incompressibility: +(JPEG size in kB at quality 95). Detailed (or noisy) images score higher."""
+
+    name = "jpeg_incompressibility"
+
+    def compute(self, images, prompts):
+        kb = jpeg_kilobytes(images)
+        return kb, {"kb": kb.tolist()}
+
+
+def colorfulness(images: torch.Tensor) -> torch.Tensor:
+    """Hasler & Süsstrunk (2003) M = σ_rgyb + 0.3·μ_rgyb on 0–255 values, rg = R − G, yb = (R + G)/2 − B.
+
+    σ/μ are the population std/mean over the image; grey images give 0, vivid photos ≈ 50–110."""
+    x = rgb(images).float() * 255
+    r, g, b = x.unbind(-1)
+    rg, yb = (r - g).flatten(1), ((r + g) / 2 - b).flatten(1)
+    std = (rg.var(dim=1, unbiased=False) + yb.var(dim=1, unbiased=False)).sqrt()
+    mean = (rg.mean(dim=1) ** 2 + yb.mean(dim=1) ** 2).sqrt()
+    return std + 0.3 * mean
+
+
+class Colorfulness(Reward):
+    """Hasler–Süsstrunk colourfulness (0–255 scale)."""
+
+    name = "colorfulness"
+
+    def compute(self, images, prompts):
+        return colorfulness(images)
+
+
+def luma(images: torch.Tensor) -> torch.Tensor:
+    """[B, 1, H, W] luma in [0, 1] (BT.601 weights)."""
+    weights = torch.tensor(_LUMA, device=images.device, dtype=torch.float32)
+    return (rgb(images).float() * weights).sum(-1)[:, None]
+
+
+def laplacian_variance(images: torch.Tensor) -> torch.Tensor:
+    """Variance of the 4-neighbour Laplacian of the luma (valid region, values in [0, 1] units): the classic
+    focus measure (Pech-Pacheco et al. 2000). Flat images give 0; a sharp edge far more than its blurred copy."""
+    kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], device=images.device)
+    response = F.conv2d(luma(images), kernel[None, None])
+    return response.flatten(1).var(dim=1, unbiased=False)
+
+
+class Sharpness(Reward):
+    """Variance of the Laplacian of the luma (×1000 so typical photos land around 1–50)."""
+
+    name = "sharpness"
+    scale = 1000.0
+
+    def compute(self, images, prompts):
+        return laplacian_variance(images) * self.scale
+
+
+class LowNoise(Reward):
+    """−σ̂, the residual-noise estimate of the comparison nodes (finest Haar diagonal band, MAD / 0.6745, in [0, 1]
+    image units): the artifact Flow-SDE leaves and CPS removes. details: sigma."""
+
+    name = "low_noise"
+
+    def compute(self, images, prompts):
+        sigma = samplers.estimate_noise(rgb(images).float())
+        return -sigma, {"sigma": sigma.tolist()}
+
+
+WEIGHT_FREE_REWARDS: Dict[str, Type[Reward]] = {
+    cls.name: cls for cls in (JpegCompressibility, JpegIncompressibility, Colorfulness, Sharpness, LowNoise)}
+
+
+def weight_free_reward(name: str) -> Reward:
+    if name not in WEIGHT_FREE_REWARDS:
+        raise ValueError(f"unknown weight-free reward {name!r}; choose one of {', '.join(WEIGHT_FREE_REWARDS)}")
+    return WEIGHT_FREE_REWARDS[name]()
+
+
+__all__ = ["JpegCompressibility", "JpegIncompressibility", "Colorfulness", "Sharpness", "LowNoise",
+           "WEIGHT_FREE_REWARDS", "weight_free_reward", "jpeg_kilobytes", "colorfulness", "laplacian_variance"]
