@@ -7,7 +7,8 @@ import os
 import folder_paths
 from comfy_api.latest import io, ui
 
-from ..training.rewards import DigitReward, evaluate_reward, load_clip_reward, reward_model_layout
+from ..training.rewards import (WEIGHT_FREE_REWARDS, CombinedReward, DigitReward, OCRReward, evaluate_reward,
+                                load_clip_reward, weight_free_reward)
 
 CATEGORY = "flow-cps/rewards"
 RewardType = io.Custom("REWARD")
@@ -88,6 +89,78 @@ class CLIPFamilyRewardLoader(io.ComfyNode):
         return io.NodeOutput(load_clip_reward(model, reward_roots(), path=path.strip() or None, dtype=dtype))
 
 
+class WeightFreeRewardLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlowCPS_RewardWeightFree",
+            display_name="Reward: Weight-free (JPEG, colour, sharpness, noise)",
+            category=CATEGORY,
+            description="Rewards that need no model: jpeg_compressibility / jpeg_incompressibility (DDPO: ∓ JPEG size "
+                        "in kB at quality 95), colorfulness (Hasler–Süsstrunk), sharpness (variance of the "
+                        "Laplacian ×1000) and low_noise (− the residual-noise estimate the comparison nodes show). "
+                        "The prompt is ignored.",
+            inputs=[io.Combo.Input("kind", options=list(WEIGHT_FREE_REWARDS), default="low_noise",
+                                   tooltip="Which weight-free reward.")],
+            outputs=[RewardType.Output(display_name="reward")],
+        )
+
+    @classmethod
+    def execute(cls, kind) -> io.NodeOutput:
+        return io.NodeOutput(weight_free_reward(kind))
+
+
+class OCRRewardLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlowCPS_RewardOCR",
+            display_name="Reward: OCR text rendering",
+            category=CATEGORY,
+            description="Reads the image with rapidocr (its PP-OCR models ship in the pip package; no download) and "
+                        "compares with the first quoted text of the prompt: 1 − edit distance / length, spaces and "
+                        "case ignored (the CPS / Flow-GRPO OCR task). Needs: pip install rapidocr onnxruntime.",
+            inputs=[],
+            outputs=[RewardType.Output(display_name="reward")],
+        )
+
+    @classmethod
+    def execute(cls) -> io.NodeOutput:
+        return io.NodeOutput(OCRReward())
+
+
+class CombineRewards(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlowCPS_RewardCombine",
+            display_name="Combine Rewards",
+            category=CATEGORY,
+            description="A weighted sum of up to four rewards. With normalize, each reward is z-scored over the batch "
+                        "first (as the Precise paper mixes rewards), so rewards on different scales weigh as given.",
+            inputs=[
+                RewardType.Input("reward_1", tooltip="First reward."),
+                io.Float.Input("weight_1", default=1.0, min=-100.0, max=100.0, step=0.01, tooltip="Its weight."),
+                RewardType.Input("reward_2", optional=True, tooltip="Second reward (optional)."),
+                io.Float.Input("weight_2", default=1.0, min=-100.0, max=100.0, step=0.01, tooltip="Its weight."),
+                RewardType.Input("reward_3", optional=True, tooltip="Third reward (optional)."),
+                io.Float.Input("weight_3", default=1.0, min=-100.0, max=100.0, step=0.01, tooltip="Its weight."),
+                RewardType.Input("reward_4", optional=True, tooltip="Fourth reward (optional)."),
+                io.Float.Input("weight_4", default=1.0, min=-100.0, max=100.0, step=0.01, tooltip="Its weight."),
+                io.Boolean.Input("normalize", default=False,
+                                 tooltip="z-normalise each reward over the batch before weighting (needs ≥ 2 images)."),
+            ],
+            outputs=[RewardType.Output(display_name="reward")],
+        )
+
+    @classmethod
+    def execute(cls, reward_1, weight_1, weight_2, weight_3, weight_4, normalize, reward_2=None, reward_3=None,
+                reward_4=None) -> io.NodeOutput:
+        pairs = [(r, w) for r, w in ((reward_1, weight_1), (reward_2, weight_2), (reward_3, weight_3),
+                                     (reward_4, weight_4)) if r is not None]
+        return io.NodeOutput(CombinedReward([r for r, _ in pairs], [w for _, w in pairs], normalize=normalize))
+
+
 class ScoreImages(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -115,4 +188,5 @@ class ScoreImages(io.ComfyNode):
         return io.NodeOutput(json.dumps(scores), sum(scores) / len(scores), ui=ui.PreviewText(format_scores(result)))
 
 
-NODES = [DigitRewardLoader, CLIPFamilyRewardLoader, ScoreImages]
+NODES = [DigitRewardLoader, WeightFreeRewardLoader, OCRRewardLoader, CLIPFamilyRewardLoader, CombineRewards,
+         ScoreImages]

@@ -6,13 +6,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from test_sampler_nodes import toy_graph
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/clip_fixtures.py
 from clip_fixtures import make_tiny_reward_models  # noqa: E402
 
-REWARD_NODES = ["FlowCPS_RewardDigit", "FlowCPS_RewardCLIP", "FlowCPS_ScoreImages"]
+REWARD_NODES = ["FlowCPS_RewardDigit", "FlowCPS_RewardWeightFree", "FlowCPS_RewardOCR", "FlowCPS_RewardCLIP",
+                "FlowCPS_RewardCombine", "FlowCPS_ScoreImages"]
 
 
 def score_graph(reward_node: dict, prompts="a handwritten 3"):
@@ -58,3 +60,32 @@ def test_clip_family_loader_reads_reward_models_folder_and_explains_a_missing_on
     error = comfy.execution_error(messages)
     assert error is not None and "nowhere" in error["exception_message"]
     assert "huggingface.co/yuvalkirstain/PickScore_v1" in error["exception_message"]
+
+
+def test_weight_free_combination_scores_toy_images(comfy):
+    graph = score_graph({"class_type": "FlowCPS_RewardCombine", "inputs": {
+        "reward_1": ["30", 0], "weight_1": 1.0, "reward_2": ["31", 0], "weight_2": 0.5, "weight_3": 1.0,
+        "weight_4": 1.0, "normalize": False}})
+    graph["30"] = {"class_type": "FlowCPS_RewardWeightFree", "inputs": {"kind": "low_noise"}}
+    graph["31"] = {"class_type": "FlowCPS_RewardDigit", "inputs": {}}
+    entry, messages = comfy.run(graph, timeout=240)
+    assert entry["status"]["status_str"] == "success", (comfy.execution_error(messages), comfy.log_tail())
+    for line in entry["outputs"]["21"]["text"][0].splitlines():
+        fields = dict(item.split("=") for item in line.split()[3:])
+        total = float(line.split()[2])
+        assert total == pytest.approx(float(fields["low_noise"].strip("[],")) + 0.5 * float(
+            fields["digit"].strip("[],")), abs=2e-4), line
+
+
+def test_ocr_node_scores_or_names_the_missing_package(comfy):
+    import subprocess
+    has_ocr = subprocess.run([os.environ.get("COMFYUI_PYTHON") or sys.executable, "-c", "import rapidocr"],
+                             capture_output=True).returncode == 0
+    graph = score_graph({"class_type": "FlowCPS_RewardOCR", "inputs": {}}, prompts='a sign that says "3"')
+    entry, messages = comfy.run(graph, timeout=240)
+    if has_ocr:
+        assert entry["status"]["status_str"] == "success", comfy.execution_error(messages)
+        assert "target=3" in entry["outputs"]["21"]["text"][0]
+    else:
+        error = comfy.execution_error(messages)
+        assert error is not None and "pip install rapidocr onnxruntime" in error["exception_message"]
