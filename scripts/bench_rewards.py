@@ -1,0 +1,83 @@
+"""Benchmark: per-image latency of every reward on 512×512 images, measured side by side in one run.
+
+    python scripts/bench_rewards.py [--batch 8] [--repeats 5]
+
+CLIP-family rewards use tiny randomly initialised models of the real architectures (built in a temporary folder by
+tests/clip_fixtures.py), so their numbers measure this pack's preprocessing and plumbing, not CLIP-H itself. OCR
+runs the real rapidocr models. Prints a markdown table: median ms per image for a batch, and for one image alone.
+"""
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+import torch  # noqa: E402
+
+from training import rewards  # noqa: E402
+
+
+def text_images(batch: int, size: int = 512) -> torch.Tensor:
+    """Dark text on a light, slightly noisy background: something every reward can score."""
+    from PIL import Image, ImageDraw, ImageFont
+    generator = torch.Generator().manual_seed(0)
+    images = []
+    for k in range(batch):
+        canvas = Image.new("RGB", (size, size), (235, 230, 220))
+        draw = ImageDraw.Draw(canvas)
+        draw.text((40, size // 2 - 40), f"HELLO {k}", fill=(20, 20, 30), font=ImageFont.load_default(size=72))
+        image = torch.from_numpy(__import__("numpy").asarray(canvas).copy()).float() / 255
+        images.append((image + 0.03 * torch.randn(image.shape, generator=generator)).clamp(0, 1))
+    return torch.stack(images)
+
+
+def build_rewards(model_root: str):
+    from clip_fixtures import make_tiny_reward_models
+    folders = make_tiny_reward_models(model_root)
+    built = {"digit": rewards.DigitReward()}
+    for name in ("pickscore", "hpsv2", "aesthetic", "clipscore"):
+        built[f"{name} (tiny)"] = rewards.load_clip_reward(name, path=folders[name])
+    for name in getattr(rewards, "WEIGHT_FREE_REWARDS", {}):
+        built[name] = rewards.WEIGHT_FREE_REWARDS[name]()
+    if hasattr(rewards, "OCRReward"):
+        built["ocr (rapidocr)"] = rewards.OCRReward()
+    return built
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()  # warm-up (lazy model moves, ONNX session start)
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples) * 1000
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    images = text_images(args.batch)
+    prompts = [f'a sign that says "hello {k}" with the digit {k % 10}' for k in range(args.batch)]
+    with tempfile.TemporaryDirectory() as root:
+        built = build_rewards(root)
+        print(f"## Reward latency ({args.batch}×512×512 RGB, {torch.get_num_threads()} threads, median of "
+              f"{args.repeats})\n")
+        print("| reward | ms per image (batch of %d) | ms for 1 image |" % args.batch)
+        print("|---|---:|---:|")
+        for name, reward in built.items():
+            batch_ms = median_ms(lambda: reward(images, prompts), args.repeats) / args.batch
+            single_ms = median_ms(lambda: reward(images[:1], prompts[:1]), args.repeats)
+            print(f"| {name} | {batch_ms:.1f} | {single_ms:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
