@@ -144,11 +144,11 @@ net = MMDiT(input_size=None, patch_size=2, in_channels=16, out_channels=16, dept
             pos_embed_max_size=16, adm_in_channels=11, pos_embed_scaling_factor=None,
             context_embedder_config={"target": "torch.nn.Linear", "params": {"in_features": 11, "out_features": 128}},
             dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
-for p in net.parameters():
+for p in list(net.parameters()) + list(net.buffers()):  # comfy ops leave tensors uninitialised (torch.empty)
     torch.nn.init.normal_(p, std=0.02)
 save_file({k: v.contiguous() for k, v in net.state_dict().items()}, out_unet)
 vae = comfy.taesd.taesd.TAESD(latent_channels=16)
-for p in vae.parameters():
+for p in list(vae.parameters()) + list(vae.buffers()):
     torch.nn.init.normal_(p, std=0.05)
 save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, out_vae)
 """
