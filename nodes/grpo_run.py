@@ -122,6 +122,14 @@ def resolve_resume(resume_from: str, run_folder: str) -> Optional[str]:
     return path
 
 
+def prepare_run(model, prompts_text: str, config: GRPOConfig, scheduler: str, what: str):
+    """Checks the model, sets the config's prompts and returns (prompts, the model's sigmas for config.steps)."""
+    require_flow_model(model.get_model_object("model_sampling"), what)
+    config.prompts = parse_prompts(prompts_text)
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, config.steps)
+    return config.prompts, sigmas.cpu()
+
+
 @dataclass
 class GRPORunResult:
     model: object
@@ -134,13 +142,10 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
                     config: GRPOConfig, scheduler: str, lora_targets: List[str], run_name: str, resume_from: str,
                     node_id: Optional[str], send_event: Callable[[str, dict], None], positive=None,
                     negative=None) -> GRPORunResult:
-    require_flow_model(model.get_model_object("model_sampling"), "the GRPO trainer")
-    prompts = parse_prompts(prompts_text)
-    config.prompts = prompts
+    prompts, sigmas = prepare_run(model, prompts_text, config, scheduler, "the GRPO trainer")
     run_folder = checkpoint_dir(folder_paths.get_output_directory(), run_name)
     checkpoint = os.path.join(run_folder, "checkpoint.pt")
     resume = resolve_resume(resume_from, run_folder)
-    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, config.steps).cpu()
     run_info = {"base_model": model_description(model), "rule": config.rule, "eta": config.eta,
                 "reward": getattr(reward, "name", type(reward).__name__), "prompts": prompts,
                 "lora_rank": config.lora_rank, "lora_alpha": config.lora_alpha, "run_folder": run_folder}
@@ -198,10 +203,7 @@ def calibrate_exploration_in_comfy(*, model, vae, reward, prompts_text: str, neg
                                    config: GRPOConfig, scheduler: str, iterations: int, eps1: float, eps2: float,
                                    node_id: Optional[str]):
     """DenseGRPO Alg. 1 on a ComfyUI model: returns the calibrated per-step η schedule (samplers.EtaSchedule)."""
-    require_flow_model(model.get_model_object("model_sampling"), "the exploration calibration")
-    prompts = parse_prompts(prompts_text)
-    config.prompts = prompts
-    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, config.steps).cpu()
+    prompts, sigmas = prepare_run(model, prompts_text, config, scheduler, "the exploration calibration")
     result = {}
     with torch.inference_mode(False), torch.enable_grad():
         conds = prompt_conditioning(prompts, negative_text, clip, model)

@@ -49,6 +49,26 @@ def sampling_settings(rule, eta, sde_start_step, sde_end_step, steps, log_prob_k
     return rule, etas, window, log_prob_kind
 
 
+def run_inputs():
+    """The inputs a GRPO rollout needs, shared by the trainer and the calibration node."""
+    return [
+        io.Model.Input("model", tooltip="A flow-matching model (SD3/3.5, Flux, Qwen-Image, the toy model)."),
+        io.Vae.Input("vae", tooltip="Decodes rollouts to images for the reward."),
+        RewardType.Input("reward", tooltip="What to maximise (from a flow-cps reward loader or combine node)."),
+        io.Latent.Input("latent", tooltip="Sets the image size: e.g. Empty Latent Image (128×128 for the toy model) "
+                                          "or Empty SD3 Latent Image. Its content is ignored."),
+        io.String.Input("prompts", multiline=True, default="a handwritten 3\na handwritten 7",
+                        tooltip="Training prompts, one per line. Rewards such as OCR read the text in quotes."),
+        io.String.Input("negative", default="", tooltip="Negative prompt for CFG (empty = unconditional)."),
+        io.Float.Input("cfg", default=1.0, min=1.0, max=30.0, step=0.1,
+                       tooltip="Classifier-free guidance scale in rollouts and training (1 = off, fastest)."),
+    ]
+
+
+def latent_shape(model, latent) -> tuple:
+    return tuple(comfy.sample.fix_empty_latent_channels(model, latent["samples"]).shape[1:])
+
+
 class GRPOTrainLoRA(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -64,16 +84,7 @@ class GRPOTrainLoRA(io.ComfyNode):
                         "rollout, checkpoints to output/flow_cps_grpo/<run_name>/, and saves the LoRA so far if "
                         "you cancel.",
             inputs=[
-                io.Model.Input("model", tooltip="A flow-matching model (SD3/3.5, Flux, Qwen-Image, the toy model)."),
-                io.Vae.Input("vae", tooltip="Decodes rollouts to images for the reward."),
-                RewardType.Input("reward", tooltip="What to maximise (from a flow-cps reward loader or combine node)."),
-                io.Latent.Input("latent", tooltip="Sets the image size: e.g. Empty Latent Image (128×128 for the "
-                                                  "toy model) or Empty SD3 Latent Image. Its content is ignored."),
-                io.String.Input("prompts", multiline=True, default="a handwritten 3\na handwritten 7",
-                                tooltip="Training prompts, one per line. Rewards such as OCR read the text in quotes."),
-                io.String.Input("negative", default="", tooltip="Negative prompt for CFG (empty = unconditional)."),
-                io.Float.Input("cfg", default=1.0, min=1.0, max=30.0, step=0.1,
-                               tooltip="Classifier-free guidance scale in rollouts and training (1 = off, fastest)."),
+                *run_inputs(),
                 io.Combo.Input("rule", options=TRAIN_RULES, default="cps",
                                tooltip="Stochastic step rule of the rollouts (CPS keeps the noise level on schedule; "
                                        "flow_sde is Flow-GRPO's SDE)."),
@@ -154,7 +165,7 @@ class GRPOTrainLoRA(io.ComfyNode):
                             lora_alpha=lora_alpha, lora_targets=tuple(targets), iterations=iterations, seed=seed,
                             checkpoint_every=checkpoint_every)
         result = train_lora_grpo(model=model, vae=vae, reward=reward, prompts_text=prompts, negative_text=negative,
-                                 clip=clip, latent_shape=tuple(comfy.sample.fix_empty_latent_channels(model, latent["samples"]).shape[1:]), config=config,
+                                 clip=clip, latent_shape=latent_shape(model, latent), config=config,
                                  scheduler=scheduler, lora_targets=targets, run_name=run_name,
                                  resume_from=resume_from, node_id=cls.hidden.unique_id, send_event=_send_event,
                                  positive=positive, negative=negative_conditioning)
@@ -213,14 +224,7 @@ class CalibrateExploration(io.ComfyNode):
                         "are balanced between better and worse, down otherwise. Outputs a per-step η schedule for the "
                         "flow sampler nodes and the GRPO trainer (same steps and scheduler).",
             inputs=[
-                io.Model.Input("model", tooltip="A flow-matching model."),
-                io.Vae.Input("vae", tooltip="Decodes look-ahead samples for the reward."),
-                RewardType.Input("reward", tooltip="The reward you will train with."),
-                io.Latent.Input("latent", tooltip="Sets the image size (content ignored)."),
-                io.String.Input("prompts", multiline=True, default="a handwritten 3\na handwritten 7",
-                                tooltip="Prompts, one per line."),
-                io.String.Input("negative", default="", tooltip="Negative prompt for CFG."),
-                io.Float.Input("cfg", default=1.0, min=1.0, max=30.0, step=0.1, tooltip="CFG scale."),
+                *run_inputs(),
                 io.Combo.Input("rule", options=list(SIGMA_RULES), default="flow_sde",
                                tooltip="An SDE rule with a per-step σ_t (DenseGRPO calibrates σ_t)."),
                 io.Float.Input("eta", default=DEFAULT_ETA["flow_sde"], min=0.0, max=3.0, step=0.01,
@@ -248,11 +252,10 @@ class CalibrateExploration(io.ComfyNode):
                 prompts_per_iteration, iterations, eps1, eps2, seed, clip=None) -> io.NodeOutput:
         config = GRPOConfig(prompts=["-"], prompts_per_iteration=prompts_per_iteration, group_size=group_size,
                             steps=steps, rule=rule, eta=eta, cfg=cfg, seed=seed)
-        latent_shape = tuple(comfy.sample.fix_empty_latent_channels(model, latent["samples"]).shape[1:])
         schedule = calibrate_exploration_in_comfy(
             model=model, vae=vae, reward=reward, prompts_text=prompts, negative_text=negative, clip=clip,
-            latent_shape=latent_shape, config=config, scheduler=scheduler, iterations=iterations, eps1=eps1,
-            eps2=eps2, node_id=cls.hidden.unique_id)
+            latent_shape=latent_shape(model, latent), config=config, scheduler=scheduler, iterations=iterations,
+            eps1=eps1, eps2=eps2, node_id=cls.hidden.unique_id)
         text = f"{rule} η per step: " + ", ".join(f"{v:.3f}" for v in schedule.values)
         return io.NodeOutput(schedule, ui=ui.PreviewText(text))
 

@@ -25,6 +25,7 @@ import torch
 from ._host import plots, samplers
 from .grpo_config import GRPOConfig
 from .grpo_loss import clipped_policy_loss, dense_step_rewards, group_advantages
+from .rewards.base import evaluate_reward
 
 _INIT_NOISE_STREAM = 0x1A17
 _STEP_NOISE_STREAM = 0x57E9
@@ -159,12 +160,7 @@ class GRPOTrainer:
                        reward_seconds=time.perf_counter() - reward_start)
 
     def _reward(self, images, prompts) -> torch.Tensor:
-        rewards = torch.as_tensor(self.reward_fn(images, prompts), dtype=torch.float32).reshape(-1).cpu()
-        if rewards.shape[0] != len(prompts):
-            raise ValueError(f"the reward returned {rewards.shape[0]} values for {len(prompts)} images")
-        if not torch.isfinite(rewards).all():
-            raise ValueError("the reward returned NaN or inf; check the reward model and its inputs")
-        return rewards
+        return evaluate_reward(self.reward_fn, images, prompts).rewards.cpu()
 
     def _dense_rewards(self, trajectory, cond, prompts, final_rewards) -> torch.Tensor:
         """R[:, i] = reward of the ODE completion of the latent entering step i; R[:, N] = the final reward."""
