@@ -204,6 +204,29 @@ WORKFLOWS = {"flow_cps_ksampler_toy": ksampler_flow_cps, "flow_cps_sampler_custo
              "flow_cps_grpo_sd35_pickscore": grpo_sd35_pickscore}
 
 
+# The Templates dialog shows <name>.jpg from the same folder as the card's picture.
+THUMBNAILS = {
+    "flow_cps_ksampler_toy": ("node_ksampler_flow_cps.png", None),
+    "flow_cps_sampler_custom_toy": ("node_ksampler_flow_cps.png", None),
+    "flow_cps_noise_comparison_toy": ("node_sampler_grid.png", None),
+    "flow_cps_grpo_toy": ("grpo_trainer_ui.png", (530, 200, 1500, 980)),
+    "flow_cps_grpo_cps_vs_flow_sde_toy": ("grpo_convergence.png", None),
+    "flow_cps_grpo_sd35_pickscore": ("grpo_trainer_ui.png", (530, 200, 1500, 980)),
+}
+
+
+def write_thumbnail(name: str, folder: str) -> str:
+    from PIL import Image
+    source, box = THUMBNAILS[name]
+    image = Image.open(os.path.join(ROOT, "docs", "images", source)).convert("RGB")
+    if box:
+        image = image.crop(box)
+    image.thumbnail((512, 512))
+    path = os.path.join(folder, f"{name}.jpg")
+    image.save(path, quality=85)
+    return path
+
+
 def main():
     folder = os.path.join(ROOT, "workflows")
     os.makedirs(folder, exist_ok=True)
@@ -211,7 +234,7 @@ def main():
         path = os.path.join(folder, f"{name}.json")
         with open(path, "w") as handle:
             json.dump(build().to_json(), handle, indent=1)
-        print(f"wrote {path}")
+        print(f"wrote {path} and {write_thumbnail(name, folder)}")
 
 
 if __name__ == "__main__":

@@ -159,6 +159,8 @@ def test_shipped_example_workflows_run(comfy):
     assert {"flow_cps_ksampler_toy", "flow_cps_sampler_custom_toy", "flow_cps_noise_comparison_toy"} <= set(templates)
     info = comfy.object_info()
     for name in templates:
+        status, body = comfy.request("GET", f"/api/workflow_templates/flow-cps/{name}.jpg")
+        assert status == 200 and body[:3] == b"\xff\xd8\xff", f"{name}: no thumbnail for the Templates dialog"
         api = ui_to_api(comfy.workflow_template("flow-cps", name), info)
         if not name.endswith("_toy"):
             continue  # templates for user-supplied weights: they must convert (node types, widgets) but not run
