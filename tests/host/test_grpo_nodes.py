@@ -3,6 +3,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 from safetensors import safe_open
 
 from test_sampler_nodes import run_images, toy_graph
@@ -105,6 +106,7 @@ def test_calibration_schedule_feeds_the_trainer_and_sampler_nodes(comfy):
     graph["8"] = {"class_type": "FlowCPS_SamplerFlowSDE", "inputs": {
         "eta": 0.7, "sde_start_step": 0, "sde_end_step": 100, "log_prob_kind": "gaussian", "eta_schedule": ["7", 0]}}
     graph["4"]["inputs"]["sampler"] = ["8", 0]
+    graph["4"]["inputs"]["dense_rewards"] = True  # DenseGRPO per-step rewards through the host as well
     entry, messages = comfy.run(graph, timeout=600)
     assert entry["status"]["status_str"] == "success", (comfy.execution_error(messages), comfy.log_tail())
     text = entry["outputs"]["7"]["text"][0]
@@ -113,6 +115,9 @@ def test_calibration_schedule_feeds_the_trainer_and_sampler_nodes(comfy):
     assert values != [0.7] * 4  # every step moved by ±ε2-derived amounts
     info = entry["outputs"]["4"]["text"][0]
     assert "2 iterations" in info
+    run = json.load(open(os.path.join(comfy.output_dir, "flow_cps_grpo", "host_calibrated", "metrics.json")))
+    assert run["rule"] == "flow_sde" and run["eta"] == pytest.approx(values, abs=5e-4)  # the calibrated η
+    assert all(len(h["step_advantage_abs_mean"]) == 4 and h["dense_extra_reward_calls"] == 4 for h in run["history"])
 
 
 def test_trainer_node_and_chart_extension_are_served(comfy):
