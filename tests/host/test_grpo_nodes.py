@@ -138,6 +138,7 @@ TINY_SD3 = r"""
 import sys, torch
 from safetensors.torch import save_file
 out_unet, out_vae = sys.argv[1:3]
+context = int(sys.argv[3]) if len(sys.argv) > 3 else 11
 sys.argv = [sys.argv[0], "--cpu"]
 import comfy.options
 comfy.options.enable_args_parsing()
@@ -146,8 +147,9 @@ from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
 torch.manual_seed(0)
 # ComfyUI's SD3 MMDiT at tiny size: depth 2 -> hidden 128, 2 heads; context and pooled vector = the toy prompt's 11-dim one-hot
 net = MMDiT(input_size=None, patch_size=2, in_channels=16, out_channels=16, depth=2, num_patches=256,
-            pos_embed_max_size=16, adm_in_channels=11, pos_embed_scaling_factor=None,
-            context_embedder_config={"target": "torch.nn.Linear", "params": {"in_features": 11, "out_features": 128}},
+            pos_embed_max_size=16, adm_in_channels=context, pos_embed_scaling_factor=None,
+            context_embedder_config={"target": "torch.nn.Linear",
+                                     "params": {"in_features": context, "out_features": 128}},
             dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
 for p in list(net.parameters()) + list(net.buffers()):  # comfy ops leave tensors uninitialised (torch.empty)
     torch.nn.init.normal_(p, std=0.02)
@@ -159,15 +161,39 @@ save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, out_vae)
 """
 
 
-def test_a_tiny_real_sd3_mmdit_trains_through_the_same_node(comfy):
+RANDOM_CLIP_L = r"""
+import json, os, sys, torch
+from safetensors.torch import save_file
+out = sys.argv[1]
+sys.argv = [sys.argv[0], "--cpu"]
+import comfy.options
+comfy.options.enable_args_parsing()
+import comfy.clip_model, comfy.ops, comfy.sd1_clip
+torch.manual_seed(0)
+# ComfyUI's own CLIP-L text model at full size (its loader has a fixed config), randomly initialised
+config = json.load(open(os.path.join(os.path.dirname(comfy.sd1_clip.__file__), "sd1_clip_config.json")))
+net = comfy.clip_model.CLIPTextModel(config, torch.float32, "cpu", comfy.ops.disable_weight_init)
+for p in list(net.parameters()) + list(net.buffers()):
+    torch.nn.init.normal_(p, std=0.02) if p.is_floating_point() else None
+save_file({k: v.half().contiguous() if v.is_floating_point() else v.contiguous()
+           for k, v in net.state_dict().items()}, out)
+"""
+
+
+def make_tiny_sd3(comfy, context: int = 11, name: str = "tiny_sd3_mmdit"):
     import subprocess
     models = comfy.models_dir
     os.makedirs(os.path.join(models, "diffusion_models"), exist_ok=True)
     os.makedirs(os.path.join(models, "vae"), exist_ok=True)
-    unet = os.path.join(models, "diffusion_models", "tiny_sd3_mmdit.safetensors")
+    unet = os.path.join(models, "diffusion_models", f"{name}.safetensors")
     vae = os.path.join(models, "vae", "tiny_taesd3.safetensors")
-    subprocess.run([os.environ.get("COMFYUI_PYTHON") or "python", "-c", TINY_SD3, unet, vae], check=True,
-                   cwd=os.environ["COMFYUI_PATH"], capture_output=True, timeout=300)
+    subprocess.run([os.environ.get("COMFYUI_PYTHON") or "python", "-c", TINY_SD3, unet, vae, str(context)],
+                   check=True, cwd=os.environ["COMFYUI_PATH"], capture_output=True, timeout=300)
+    return f"{name}.safetensors", "tiny_taesd3.safetensors"
+
+
+def test_a_tiny_real_sd3_mmdit_trains_through_the_same_node(comfy):
+    make_tiny_sd3(comfy)
     graph = grpo_graph("host_tiny_sd3", iterations=1, save=True)
     graph["1"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny_sd3_mmdit.safetensors",
                                                          "weight_dtype": "default"}}
@@ -193,3 +219,27 @@ def test_a_tiny_real_sd3_mmdit_trains_through_the_same_node(comfy):
     assert metadata["flow_cps.base_model"] == "SD3/OpenAISignatureMMDITWrapper"
     history = chart_events(messages)[-1]["history"]
     assert len(history) == 1 and np.isfinite(history[0][1])
+
+
+def test_prompts_encoded_with_a_stock_clip_text_encoder(comfy):
+    """The CLIP path (as CLIP Text Encode does it): ComfyUI's CLIP-L, random weights, via the stock CLIPLoader."""
+    import subprocess
+    unet, vae = make_tiny_sd3(comfy, context=768, name="tiny_mmdit_clip_l")
+    os.makedirs(os.path.join(comfy.models_dir, "text_encoders"), exist_ok=True)
+    subprocess.run([os.environ.get("COMFYUI_PYTHON") or "python", "-c", RANDOM_CLIP_L,
+                    os.path.join(comfy.models_dir, "text_encoders", "random_clip_l.safetensors")],
+                   check=True, cwd=os.environ["COMFYUI_PATH"], capture_output=True, timeout=300)
+    graph = grpo_graph("host_clip_path", iterations=1, save=False)
+    graph["1"] = {"class_type": "UNETLoader", "inputs": {"unet_name": unet, "weight_dtype": "default"}}
+    graph["9"] = {"class_type": "VAELoader", "inputs": {"vae_name": vae}}
+    graph["10"] = {"class_type": "CLIPLoader", "inputs": {"clip_name": "random_clip_l.safetensors",
+                                                          "type": "stable_diffusion", "device": "default"}}
+    graph["3"] = {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
+    graph["4"]["inputs"].update({"model": ["1", 0], "vae": ["9", 0], "clip": ["10", 0],
+                                 "prompts": "a handwritten 5\na handwritten 1", "negative": "blurry", "cfg": 2.0,
+                                 "prompts_per_iteration": 2, "group_size": 2})
+    entry, messages = comfy.run(graph, timeout=600)
+    assert entry["status"]["status_str"] == "success", (comfy.execution_error(messages), comfy.log_tail())
+    history = chart_events(messages)[-1]["history"]
+    assert len(history) == 1 and np.isfinite(history[0][1]) and history[0][2] > 0  # the rollouts differ
+    assert "clip missing" not in comfy.log_text()  # the random CLIP-L has every weight ComfyUI's loader expects
