@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import Callable, List, Optional
 
@@ -108,17 +109,44 @@ def _preview(images: torch.Tensor, max_images: int = 8):
     return Image.fromarray((strip * 255).round().byte().numpy())
 
 
-def resolve_resume(resume_from: str, run_folder: str) -> Optional[str]:
+def run_family(run_name: str) -> List[str]:
+    """Existing folders of a run name: output/flow_cps_grpo/<name>, <name>_2, <name>_3, …"""
+    base = checkpoint_dir(folder_paths.get_output_directory(), run_name)
+    parent, stem = os.path.dirname(base), os.path.basename(base)
+    if not os.path.isdir(parent):
+        return []
+    pattern = re.compile(re.escape(stem) + r"(_\d+)?")
+    return [os.path.join(parent, f) for f in sorted(os.listdir(parent)) if pattern.fullmatch(f)]
+
+
+def new_run_folder(run_name: str) -> str:
+    """A folder no earlier run wrote to, so a new run never overwrites another run's checkpoint or LoRA."""
+    base = checkpoint_dir(folder_paths.get_output_directory(), run_name)
+    folder, k = base, 1
+    while os.path.exists(folder) and os.listdir(folder):
+        k += 1
+        folder = f"{base}_{k}"
+    return folder
+
+
+def resolve_resume(resume_from: str, run_name: str) -> Optional[str]:
+    """None for a new run; 'latest' = the newest checkpoint of this run name; else a path (absolute or relative
+    to the output folder)."""
     text = (resume_from or "").strip()
     if not text:
         return None
-    path = os.path.join(run_folder, "checkpoint.pt") if text == "latest" else text
-    if not os.path.isabs(path):
-        path = os.path.join(folder_paths.get_output_directory(), path)
+    if text == "latest":
+        found = [os.path.join(f, "checkpoint.pt") for f in run_family(run_name)
+                 if os.path.isfile(os.path.join(f, "checkpoint.pt"))]
+        if not found:
+            raise FileNotFoundError(f"resume_from 'latest': run '{run_name}' has no checkpoint in "
+                                    f"{checkpoint_dir(folder_paths.get_output_directory(), run_name)}(_N)/. Check "
+                                    "run_name, give a checkpoint path, or leave resume_from empty for a new run")
+        return max(found, key=os.path.getmtime)
+    path = text if os.path.isabs(text) else os.path.join(folder_paths.get_output_directory(), text)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"resume_from: no checkpoint at {path}. Use 'latest' for this run's "
-                                f"{os.path.join(run_folder, 'checkpoint.pt')}, a path relative to the output folder, "
-                                "or leave it empty to start a new run")
+        raise FileNotFoundError(f"resume_from: no checkpoint at {path}. Use 'latest' for this run name's newest "
+                                "checkpoint, a path relative to the output folder, or leave it empty for a new run")
     return path
 
 
@@ -143,9 +171,9 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
                     node_id: Optional[str], send_event: Callable[[str, dict], None], positive=None,
                     negative=None) -> GRPORunResult:
     prompts, sigmas = prepare_run(model, prompts_text, config, scheduler, "the GRPO trainer")
-    run_folder = checkpoint_dir(folder_paths.get_output_directory(), run_name)
+    resume = resolve_resume(resume_from, run_name)
+    run_folder = os.path.dirname(resume) if resume else new_run_folder(run_name)  # resuming continues in place
     checkpoint = os.path.join(run_folder, "checkpoint.pt")
-    resume = resolve_resume(resume_from, run_folder)
     run_info = {"base_model": model_description(model), "rule": config.rule, "eta": config.eta,
                 "reward": getattr(reward, "name", type(reward).__name__), "prompts": prompts,
                 "lora_rank": config.lora_rank, "lora_alpha": config.lora_alpha, "run_folder": run_folder}

@@ -123,10 +123,13 @@ class GRPOTrainLoRA(io.ComfyNode):
                              tooltip="Seed of the LoRA init, rollouts and step selection (same seed = same run)."),
                 io.Int.Input("checkpoint_every", default=5, min=0, max=100000,
                              tooltip="Save a resumable checkpoint every N iterations (0 = only at the end)."),
-                io.String.Input("run_name", default="grpo", tooltip="Folder under output/flow_cps_grpo/."),
+                io.String.Input("run_name", default="grpo",
+                                tooltip="Folder under output/flow_cps_grpo/ (a new run never overwrites an earlier "
+                                        "one: it goes to <run_name>_2, _3, …)."),
                 io.String.Input("resume_from", default="",
-                                tooltip="Empty = new run; 'latest' = this run's checkpoint; or a checkpoint path "
-                                        "(relative to the output folder). Set iterations to the new total."),
+                                tooltip="Empty = new run; 'latest' = the newest checkpoint of this run_name; or a "
+                                        "checkpoint path (relative to the output folder). Set iterations to the new "
+                                        "total."),
                 io.Clip.Input("clip", optional=True,
                               tooltip="The model's text encoder (as for CLIP Text Encode). Not needed for the toy "
                                       "digit model."),

@@ -48,6 +48,12 @@ def test_grpo_on_the_toy_model_raises_the_reward_and_streams_the_chart(comfy):
     assert curve and curve[0].shape[2] == 3
     run_folder = os.path.join(comfy.output_dir, "flow_cps_grpo", "host_rise")
     assert {"checkpoint.pt", "lora_final.safetensors", "metrics.json"} <= set(os.listdir(run_folder))
+    # a new run under the same name gets its own folder: the first run's files stay as they were
+    first = open(os.path.join(run_folder, "metrics.json")).read()
+    entry, messages = comfy.run(grpo_graph("host_rise", iterations=2, save=False), timeout=600)
+    assert entry["status"]["status_str"] == "success", comfy.execution_error(messages)
+    assert open(os.path.join(run_folder, "metrics.json")).read() == first
+    assert len(json.load(open(os.path.join(run_folder + "_2", "metrics.json")))["history"]) == 2
 
 
 def test_saved_lora_loads_with_the_stock_loader_without_warnings_and_changes_the_output(comfy):
