@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from training.rewards import CombinedReward, RewardError, z_normalise
+from training.rewards import CombinedReward, Reward, RewardError, z_normalise
 
 
 def constant(value):
@@ -28,6 +28,23 @@ def test_weighted_sum_and_details():
     assert result.rewards.tolist() == pytest.approx([7.0, 4.0, 1.0])
     assert result.details == {"a": [1.0, 2.0, 3.0], "b": [10.0, 0.0, -10.0]}
     assert combined.name == "2·a+0.5·b"
+
+
+class Counted(Reward):
+    """A Reward subclass with details, to check they pass through prefixed."""
+
+    name = "counted"
+
+    def compute(self, images, prompts):
+        return torch.tensor([0.5, 1.5, 2.5]), {"label": ["x", "y", "z"]}
+
+
+def test_component_details_pass_through_prefixed_and_the_name_can_be_set():
+    combined = CombinedReward([Counted(), listed([1.0, 1.0, 1.0], "a")], [4.0, -1.0], name="mix")
+    result = combined.evaluate(IMAGES, ["", "", ""])
+    assert combined.name == "mix"
+    assert result.rewards.tolist() == pytest.approx([1.0, 5.0, 9.0])
+    assert result.details == {"counted": [0.5, 1.5, 2.5], "counted.label": ["x", "y", "z"], "a": [1.0, 1.0, 1.0]}
 
 
 def test_z_normalised_combination_by_hand():

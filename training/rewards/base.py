@@ -20,6 +20,10 @@ class RewardError(ValueError):
     """A reward got input it cannot score or produced a non-finite value. The message names the reward."""
 
 
+class RewardDependencyMissing(RewardError, ImportError):
+    """An optional package (transformers, rapidocr) is not installed; the message has the pip command."""
+
+
 @dataclass
 class RewardResult:
     rewards: torch.Tensor  # float32 [B]

@@ -52,7 +52,7 @@ from typing import Dict, Iterable, List, NoReturn, Optional, Sequence, Tuple, Un
 import torch
 import torch.nn.functional as F
 
-from .base import Reward, RewardError, rgb
+from .base import Reward, RewardDependencyMissing, RewardError, rgb
 
 PathLike = Union[str, os.PathLike]
 
@@ -84,10 +84,6 @@ PROCESSOR_SUBDIR = "processor"
 
 class RewardModelNotFound(RewardError, FileNotFoundError):
     """Reward model files are missing; the message says which files go where and where to get them."""
-
-
-class RewardDependencyMissing(RewardError, ImportError):
-    """An optional package (transformers) is not installed; the message has the pip command."""
 
 
 # ---------------------------------------------------------------------------------------------------------- layout

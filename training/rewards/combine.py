@@ -18,8 +18,12 @@ def z_normalise(values: torch.Tensor) -> torch.Tensor:
 
 
 class CombinedReward(Reward):
-    """Σ_k w_k · r_k (or Σ_k w_k · z(r_k) with ``normalize``). details: each component's raw values by its name,
-    and the components' own details prefixed ``<name>.``."""
+    """Σ_k w_k · r_k, or with ``normalize`` Σ_k w_k · z(r_k), z over the batch (population std).
+
+    A component constant over the batch contributes 0 under ``normalize``; a batch of one image has no batch
+    statistics, so ``normalize`` raises RewardError for it rather than guess. Components may be plain callables; a
+    repeated name gets ``#k`` appended. details: each component's raw values by its name, and the components' own
+    details prefixed ``<name>.``."""
 
     def __init__(self, rewards: Sequence[RewardFn], weights: Optional[Sequence[float]] = None,
                  normalize: bool = False, name: Optional[str] = None):

@@ -1,22 +1,26 @@
-"""OCR text-rendering reward (the CPS / Flow-GRPO OCR task), with rapidocr's bundled ONNX models (offline).
+"""OCR text-rendering reward (the CPS / Flow-GRPO OCR task), read by rapidocr's bundled ONNX models (offline, CPU).
 
-Target = the first quoted span of the prompt. As Flow-GRPO's ``ocr.py``: spaces are removed and both texts
+Target = the first quoted span of the prompt. As Flow-GRPO's ``flow_grpo/ocr.py``: spaces are removed and both texts
 lowercased; the recognised text is all detected boxes joined; a target found inside it scores 1, otherwise
-reward = max(1 − Levenshtein(recognised, target) / len(target), 0).
+reward = max(1 − Levenshtein(recognised, target) / len(target), 0). Like Flow-GRPO (PaddleOCR with
+``use_angle_cls=False``) the text-orientation classifier is off.
 """
 from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
-from .base import Reward, RewardError
+from .base import Reward, RewardDependencyMissing, RewardError
 from .weight_free import to_uint8
 
 INSTALL = "pip install rapidocr onnxruntime"
-_QUOTED = re.compile(r'"([^"]+)"|“([^”]+)”|‘([^’]+)’|\'([^\']+)\'')
+# A single quote opens only after a non-word character and closes only before one, so the apostrophes in
+# "a cat's sign" or 'Joe's Diner' are not taken for quotes.
+_QUOTED = re.compile(r'"([^"]+)"|“([^”]+)”|(?<!\w)‘(.+?)’(?!\w)|(?<!\w)\'(.+?)\'(?!\w)')
 
 
 def quoted_target(prompt: str) -> str:
@@ -50,23 +54,50 @@ def ocr_score(recognised: str, target: str) -> float:
     return max(1.0 - distance / len(target), 0.0)
 
 
+_KNOWN_MODELS = ("PP-OCRv6_{task}_small.onnx", "ch_PP-OCRv4_{task}_infer.onnx")  # newer, older 3.x wheels
+
+
+def bundled_models(package_dir: Path) -> dict:
+    """The detection and recognition ONNX files shipped inside the rapidocr wheel (names vary by version)."""
+    found = {}
+    for task in ("det", "rec"):
+        known = [package_dir / "models" / name.format(task=task) for name in _KNOWN_MODELS]
+        files = [f for f in known if f.is_file()][:1] or sorted((package_dir / "models").glob(f"*_{task}_*.onnx"))
+        if len(files) != 1:
+            raise RewardError(f"reward 'ocr' expects one bundled {task} model in {package_dir / 'models'}, found "
+                              f"{[f.name for f in files]}; reinstall rapidocr ({INSTALL})")
+        found[task] = str(files[0])
+    return found
+
+
+def make_engine():
+    """A CPU RapidOCR engine on the wheel's own model files: with explicit paths it never downloads."""
+    try:
+        import onnxruntime  # noqa: F401  (rapidocr imports it only when the first image is read)
+        import rapidocr
+        from rapidocr import RapidOCR
+    except ImportError as error:
+        raise RewardDependencyMissing(f"reward 'ocr' needs rapidocr and onnxruntime: {INSTALL}") from error
+    log = logging.getLogger("RapidOCR")
+    log.setLevel(logging.ERROR)  # it logs every model load and every empty detection otherwise
+    models = bundled_models(Path(rapidocr.__file__).parent)
+    engine = RapidOCR(params={"Global.use_cls": False, "Det.model_path": models["det"],
+                              "Rec.model_path": models["rec"], "EngineConfig.onnxruntime.use_cuda": False,
+                              "EngineConfig.onnxruntime.use_dml": False})
+    log.setLevel(logging.ERROR)  # again: newer versions reset the level in the constructor
+    return engine
+
+
 class OCRReward(Reward):
-    """Text-rendering accuracy read by rapidocr (PP-OCR det + rec, CPU ONNX). details: text, target."""
+    """Text-rendering accuracy read by rapidocr (PP-OCR det + rec, ONNX on the CPU). details: text, target."""
 
     name = "ocr"
 
     def __init__(self, engine: Optional[object] = None):
-        if engine is None:
-            try:
-                from rapidocr import RapidOCR
-            except ImportError as error:
-                raise RewardError(f"reward 'ocr' needs rapidocr and onnxruntime: {INSTALL}") from error
-            logging.getLogger("RapidOCR").setLevel(logging.ERROR)  # it logs every empty detection otherwise
-            engine = RapidOCR()
-        self.engine = engine
+        self.engine = engine if engine is not None else make_engine()
 
-    def read(self, image) -> str:
-        result = self.engine(image)
+    def read(self, rgb_uint8) -> str:
+        result = self.engine(rgb_uint8[..., ::-1].copy())  # rapidocr takes arrays as BGR, like cv2.imread
         texts = getattr(result, "txts", None) or ()
         return "".join(texts)
 
@@ -77,4 +108,4 @@ class OCRReward(Reward):
         return torch.tensor(scores, dtype=torch.float32), {"text": texts, "target": targets}
 
 
-__all__ = ["OCRReward", "quoted_target", "levenshtein", "ocr_score"]
+__all__ = ["OCRReward", "quoted_target", "levenshtein", "ocr_score", "make_engine"]

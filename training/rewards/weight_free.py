@@ -8,7 +8,6 @@ import io
 from typing import Dict, Type
 
 import torch
-import torch.nn.functional as F
 
 from .._host import samplers
 from .base import Reward, rgb
@@ -82,8 +81,9 @@ def luma(images: torch.Tensor) -> torch.Tensor:
 def laplacian_variance(images: torch.Tensor) -> torch.Tensor:
     """Variance of the 4-neighbour Laplacian of the luma (valid region, values in [0, 1] units): the classic
     focus measure (Pech-Pacheco et al. 2000). Flat images give 0; a sharp edge far more than its blurred copy."""
-    kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], device=images.device)
-    response = F.conv2d(luma(images), kernel[None, None])
+    y = luma(images)[:, 0]
+    # the 3×3 kernel [[0, 1, 0], [1, −4, 1], [0, 1, 0]] as shifted sums: a single-channel conv2d is ~10× slower on CPU
+    response = (y[:, :-2, 1:-1] + y[:, 2:, 1:-1] + y[:, 1:-1, :-2] + y[:, 1:-1, 2:]) - 4 * y[:, 1:-1, 1:-1]
     return response.flatten(1).var(dim=1, unbiased=False)
 
 
