@@ -1,10 +1,11 @@
 """Benchmark: per-image latency of every reward on 512×512 images, measured side by side in one run.
 
-    python scripts/bench_rewards.py [--batch 8] [--repeats 5]
+    python scripts/bench_rewards.py [--batch 8] [--repeats 5] [--full-size]
 
 CLIP-family rewards use tiny randomly initialised models of the real architectures (built in a temporary folder by
 tests/clip_fixtures.py), so their numbers measure this pack's preprocessing and plumbing, not CLIP-H itself. OCR
-runs the real rapidocr models. Prints a markdown table: median ms per image for a batch, and for one image alone.
+runs the real rapidocr models. ``--full-size`` adds randomly initialised CLIP models at the real ViT-H/14 (PickScore,
+HPSv2) and ViT-L/14 (CLIPScore, aesthetic) sizes: the cost a real model has, minus its weights. Prints a markdown table: median ms per image for a batch, and for one image alone.
 """
 import argparse
 import os
@@ -49,6 +50,36 @@ def build_rewards(model_root: str):
     return built
 
 
+FULL_SIZES = {  # (vision width, layers, heads, patch), (text width, layers, heads), projection
+    "ViT-H/14": ((1280, 32, 16, 14), (1024, 24, 16), 1024),
+    "ViT-L/14": ((1024, 24, 16, 14), (768, 12, 12), 768),
+}
+
+
+def full_size_reward(arch: str, folder: str):
+    """A PickScore-style reward around a random CLIPModel of the real size (built in memory, not saved)."""
+    from clip_fixtures import tiny_vocab_size, write_processor
+    from transformers import CLIPConfig, CLIPModel
+
+    from training.rewards.clip_family import ClipRewardBase, ImageSpec, PickScoreReward, _load_tokenizer
+    (width, layers, heads, patch), (text_width, text_layers, text_heads), projection = FULL_SIZES[arch]
+    vocab = tiny_vocab_size()
+    processor = write_processor(os.path.join(folder, arch.replace("/", "_")), image_size=224, max_length=77)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=vocab, hidden_size=text_width, intermediate_size=4 * text_width,
+                         num_hidden_layers=text_layers, num_attention_heads=text_heads, max_position_embeddings=77,
+                         bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1,
+                         projection_dim=projection),
+        vision_config=dict(hidden_size=width, intermediate_size=4 * width, num_hidden_layers=layers,
+                           num_attention_heads=heads, image_size=224, patch_size=patch, projection_dim=projection),
+        projection_dim=projection)
+    reward = PickScoreReward.__new__(PickScoreReward)
+    reward.scale = 1.0
+    ClipRewardBase.__init__(reward, CLIPModel(config), _load_tokenizer("pickscore", processor),
+                            ImageSpec.from_preprocessor_config(os.path.join(processor, "preprocessor_config.json")))
+    return reward
+
+
 def median_ms(fn, repeats: int) -> float:
     fn()  # warm-up (lazy model moves, ONNX session start)
     samples = []
@@ -63,12 +94,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--full-size", action="store_true", help="also time random CLIP models of the real sizes")
     args = parser.parse_args()
     torch.manual_seed(0)
     images = text_images(args.batch)
     prompts = [f'a sign that says "hello {k}" with the digit {k % 10}' for k in range(args.batch)]
     with tempfile.TemporaryDirectory() as root:
         built = build_rewards(root)
+        if args.full_size:
+            for arch in FULL_SIZES:
+                built[f"CLIP {arch} at full size (random weights)"] = full_size_reward(arch, root)
         print(f"## Reward latency ({args.batch}×512×512 RGB, {torch.get_num_threads()} threads, median of "
               f"{args.repeats})\n")
         print("| reward | ms per image (batch of %d) | ms for 1 image |" % args.batch)
