@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Sequence
 
 import comfy.model_management
 import comfy.sampler_helpers
 import comfy.samplers
-import comfy.sd
 import torch
 from comfy.weight_adapter import LoRAAdapter
 from comfy.weight_adapter.base import WeightAdapterTrainBase
-
-from ..training.trainer import GRPOTrainer
 
 DEFAULT_TARGETS = ("*attn.qkv", "*attn.proj", "*mlp.fc1", "*mlp.fc2",  # toy DiT, SD3 MMDiT, Flux double blocks
                    "*_attn.qkv", "*_attn.proj", "*linear1", "*linear2",  # Flux
@@ -181,7 +178,6 @@ class HostRun:
     vae: object
     lora: HostLoRA
     run: Callable  # (trainer) -> None: trains, reports progress, saves
-    result: dict = field(default_factory=dict)
 
 
 class GRPOSampler(comfy.samplers.Sampler):
@@ -230,4 +226,4 @@ def checkpoint_dir(output_dir: str, run_name: str) -> str:
 
 
 __all__ = ["DEFAULT_TARGETS", "HostLoRA", "ComfyPolicy", "PromptConds", "HostRun", "GRPOSampler",
-           "train_grpo_in_comfy", "checkpoint_dir", "GRPOTrainer"]
+           "train_grpo_in_comfy", "checkpoint_dir"]

@@ -9,7 +9,6 @@ import re
 from dataclasses import dataclass
 from typing import Callable, List, Optional
 
-import comfy.model_management
 import comfy.samplers
 import comfy.sd
 import comfy.utils

@@ -10,9 +10,9 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from ..samplers import DEFAULT_ETA, LOG_PROB_KINDS
+from ..training.calibration import SIGMA_RULES
 from ..training.grpo_config import GRPOConfig
 from .grpo_host import DEFAULT_TARGETS
-from ..training.calibration import SIGMA_RULES
 from .grpo_run import calibrate_exploration_in_comfy, lora_metadata, save_lora_file, train_lora_grpo
 from .reward_nodes import RewardType
 from .sampler_nodes import EtaScheduleType

@@ -20,7 +20,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import samplers  # noqa: E402
 from samplers.plots import line_chart  # noqa: E402
 from training.rewards import DigitReward  # noqa: E402
 from training.grpo_config import GRPOConfig  # noqa: E402

@@ -269,7 +269,6 @@ def test_projected_features_handles_tensor_and_output_object(rewards):
 
 # ---------------------------------------------------------------------------------------------- preprocessing
 def test_preprocessing_matches_clip_image_processor():
-    import numpy as np
     try:
         from transformers import CLIPImageProcessor
         proc = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})

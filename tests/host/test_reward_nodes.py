@@ -1,6 +1,5 @@
 """Reward nodes in a real ComfyUI: listed in /object_info, the score node runs on toy-model images, the CLIP-family
 loader reads tiny random models from models/reward_models/, and a missing model gives the layout error."""
-import json
 import os
 import sys
 from pathlib import Path

@@ -88,7 +88,7 @@ def evaluate_reward(reward: RewardFn, images: torch.Tensor, prompts: Sequence[st
     """Score with any reward callable, applying the contract's checks to plain functions too."""
     if isinstance(reward, Reward):
         return reward.evaluate(images, prompts)
-    name = getattr(reward, "name", getattr(reward, "__name__", type(reward).__name__))
+    name = reward_name(reward)
     check_images(images, prompts, name)
     return RewardResult(check_rewards(reward(images, list(prompts)), images.shape[0], name))
 
