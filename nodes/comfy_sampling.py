@@ -33,15 +33,36 @@ def _prediction_name(model_sampling) -> str:
     return type(model_sampling).__name__
 
 
+def _defining_class(model_sampling, method: str):
+    return next((cls for cls in type(model_sampling).__mro__ if method in vars(cls)), None)
+
+
 def require_flow_model(model_sampling, sampler_name: str) -> None:
-    """Raise a clear error unless ``model_sampling`` is a rectified-flow one (x_t = (1 − t)·x0 + t·noise)."""
+    """Raise a clear error unless ``model_sampling`` is a rectified-flow one (x_t = (1 − t)·x0 + t·noise, x̂0 =
+    x_t − t·v): a CONST whose denoised prediction and noising are CONST's own. ``IMG_TO_IMG_FLOW`` (newer ComfyUI)
+    subclasses CONST but its model predicts the image directly and its latent is not noised, so it is refused."""
     if isinstance(model_sampling, comfy.model_sampling.CONST):
-        return
+        overridden = [m for m in ("calculate_denoised", "noise_scaling")
+                      if _defining_class(model_sampling, m) not in (comfy.model_sampling.CONST, None)]
+        if not overridden:
+            return
+        kind = _defining_class(model_sampling, overridden[0]).__name__
+        raise NotAFlowModelError(
+            f"{sampler_name} needs a rectified-flow model whose output is the flow velocity (x̂0 = x − t·v). This "
+            f"model's sampling ({kind}) subclasses ComfyUI's CONST but replaces {' and '.join(overridden)}, so its "
+            "prediction is not the flow x̂0 these step rules and log-probabilities assume. Use the stock samplers "
+            "that ship with this model type (e.g. euler).")
     raise NotAFlowModelError(
         f"{sampler_name} only works with flow-matching models: {SUPPORTED_MODELS}. This model uses "
         f"{_prediction_name(model_sampling)} prediction (e.g. SD1.5, SD2, SDXL), whose noise schedule these "
         "samplers cannot preserve. Pick a stock sampler such as euler_ancestral or dpmpp_2m_sde for it, or load a "
         "flow model.")
+
+
+def noise_scale(model_sampling) -> float:
+    """The std of the model's noise prior: ``model_sampling.noise_scale`` where the host has it (HiDream-O1, the
+    ModelNoiseScale node), else 1. The stock samplers scale their fresh noise by it; so do ours."""
+    return float(getattr(model_sampling, "noise_scale", 1.0))
 
 
 def make_sampler_function(name: str, rule: str):
@@ -56,7 +77,8 @@ def make_sampler_function(name: str, rule: str):
     def sampler_function(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=default_eta,
                          window=None, eta_schedule=None):
         extra_args = {} if extra_args is None else extra_args
-        require_flow_model(model.inner_model.inner_model.model_sampling, name)
+        model_sampling = model.inner_model.inner_model.model_sampling
+        require_flow_model(model_sampling, name)
         seed = extra_args.get("seed", 0)
         s_in = x.new_ones([x.shape[0]])
 
@@ -72,7 +94,8 @@ def make_sampler_function(name: str, rule: str):
                 raise ValueError(f"{name}: the SDE window starts at step {first} but the schedule has only {steps} "
                                  "steps, so no step would be stochastic. Lower sde_start_step.")
             window = (first, stop)
-        return sample_flow(denoise, x, sigmas, rule=rule, eta=etas, window=window, seed=seed, callback=callback)
+        return sample_flow(denoise, x, sigmas, rule=rule, eta=etas, window=window, seed=seed, callback=callback,
+                           noise_scale=noise_scale(model_sampling))
 
     sampler_function.__name__ = f"sample_{name}"
     sampler_function.__doc__ = f"flow-cps {rule} sampler for ComfyUI (see samplers.rules)."

@@ -19,6 +19,9 @@ import torch
 from comfy.weight_adapter import LoRAAdapter
 from comfy.weight_adapter.base import WeightAdapterTrainBase
 
+from .comfy_sampling import noise_scale
+from .host_compat import DEEPCOPY, autograd_kernels, trainable_copy_strategy
+
 DEFAULT_TARGETS = ("*attn.qkv", "*attn.proj", "*mlp.fc1", "*mlp.fc2",  # toy DiT, SD3 MMDiT, Flux double blocks
                    "*_attn.qkv", "*_attn.proj", "*linear1", "*linear2",  # Flux
                    "*attn.to_q", "*attn.to_k", "*attn.to_v", "*attn.to_out.0")  # Qwen-Image, diffusers-style
@@ -37,6 +40,16 @@ def release_inference_tensors(module: torch.nn.Module) -> int:
                 store[name] = torch.nn.Parameter(copy, requires_grad=False) if name in sub._parameters else copy
                 count += 1
     return count
+
+
+def trainable_clone(model_patcher):
+    """A ModelPatcher to train on, the way this host allows (see host_compat.trainable_copy_strategy). Call under
+    ``torch.inference_mode(False)``."""
+    if trainable_copy_strategy(model_patcher) == DEEPCOPY:
+        return model_patcher.clone(force_deepcopy=True)
+    patched = model_patcher.clone()
+    release_inference_tensors(patched.model)
+    return patched
 
 
 class _Switch:
@@ -156,6 +169,14 @@ class ComfyPolicy:
     def reference(self):
         return self.lora.disabled()
 
+    @property
+    def noise_scale(self) -> float:
+        return noise_scale(self.guider.model_patcher.get_model_object("model_sampling"))
+
+    def train_mode(self):
+        """Training forwards and backwards take the host's differentiable kernels (rollouts keep the fast ones)."""
+        return autograd_kernels(comfy.model_management)
+
     def trainable_parameters(self):
         return self.lora.parameters()
 
@@ -225,5 +246,5 @@ def checkpoint_dir(output_dir: str, run_name: str) -> str:
     return os.path.join(output_dir, "flow_cps_grpo", safe)
 
 
-__all__ = ["DEFAULT_TARGETS", "HostLoRA", "ComfyPolicy", "PromptConds", "HostRun", "GRPOSampler",
-           "train_grpo_in_comfy", "checkpoint_dir"]
+__all__ = ["DEFAULT_TARGETS", "trainable_clone", "HostLoRA", "ComfyPolicy", "PromptConds", "HostRun",
+           "GRPOSampler", "train_grpo_in_comfy", "checkpoint_dir"]

@@ -22,7 +22,7 @@ from ..training.toy_model import ToyDiT
 from ..training.toy_prompts import encode_prompts as toy_encode
 from ..training.trainer import GRPOTrainer, reward_curve
 from .comfy_sampling import require_flow_model
-from .grpo_host import HostLoRA, HostRun, PromptConds, checkpoint_dir, train_grpo_in_comfy
+from .grpo_host import HostLoRA, HostRun, PromptConds, checkpoint_dir, train_grpo_in_comfy, trainable_clone
 
 CHART_EVENT = "flow_cps.grpo"
 log = logging.getLogger("flow_cps")
@@ -179,7 +179,7 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
 
     with torch.inference_mode(False), torch.enable_grad():
         conds = prompt_conditioning(prompts, negative_text, clip, model, positive, negative)
-        patched = model.clone()
+        patched = trainable_clone(model)
         lora = HostLoRA(patched, lora_targets, config.lora_rank,
                         config.lora_alpha if config.lora_alpha is not None else config.lora_rank, config.seed)
         patched.model.requires_grad_(False)
@@ -234,7 +234,7 @@ def calibrate_exploration_in_comfy(*, model, vae, reward, prompts_text: str, neg
     result = {}
     with torch.inference_mode(False), torch.enable_grad():
         conds = prompt_conditioning(prompts, negative_text, clip, model)
-        patched = model.clone()
+        patched = trainable_clone(model)
         lora = HostLoRA(patched, ["*"], 1, 1.0, config.seed)  # zero update: the trainer API wants parameters
         progress = comfy.utils.ProgressBar(iterations, node_id=node_id)
         done = [0]

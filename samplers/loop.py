@@ -88,7 +88,7 @@ def sample_flow(denoise_fn: DenoiseFn, x: torch.Tensor, times, *, rule: str = "c
                 eta: Union[float, Sequence[float], torch.Tensor, None] = None,
                 window: Optional[Tuple[int, int]] = None, noise: Optional[NoiseFn] = None,
                 seed: Union[int, Sequence[int], None] = None, callback: Optional[Callable] = None,
-                record: bool = False, denoise_last_step: Optional[bool] = None):
+                record: bool = False, denoise_last_step: Optional[bool] = None, noise_scale: float = 1.0):
     """Sample a flow-matching model with one of the step rules of :mod:`samplers.rules`.
 
     ``denoise_fn(x, t)`` returns x̂0 for a float flow time ``t``; ``x`` is already noised to ``times[0]``;
@@ -99,6 +99,9 @@ def sample_flow(denoise_fn: DenoiseFn, x: torch.Tensor, times, *, rule: str = "c
 
     ``denoise_last_step`` (default: on for ``dance_sde`` only) makes a step that ends at t = 0 return x̂0, as
     DanceGRPO decodes it; Flow-SDE keeps its residual last-step noise by default, which is the artifact CPS removes.
+    ``noise_scale`` s: the model's noise prior is N(0, s²) (ComfyUI's ``model_sampling.noise_scale``: HiDream-O1,
+    the ModelNoiseScale node). Every rule's fresh noise and std are multiplied by s and the mean is unchanged, so
+    the coefficient-preserving rules keep the scheduled noise t'·s; the recorded std includes s.
     ``callback`` receives ``{"x", "i", "sigma", "sigma_hat", "denoised"}`` once per step (k-diffusion's contract).
     Returns the final x, or ``(x, Trajectory)`` with ``record=True``.
     """
@@ -107,6 +110,9 @@ def sample_flow(denoise_fn: DenoiseFn, x: torch.Tensor, times, *, rule: str = "c
     steps = len(ts) - 1
     etas = per_step_eta(rule, eta, steps)
     first, stop = check_window(window, steps)
+    noise_scale = float(noise_scale)
+    if not noise_scale > 0:
+        raise ValueError(f"noise_scale must be > 0, got {noise_scale}")
     if denoise_last_step is None:
         denoise_last_step = rule == "dance_sde"
     if noise is None:
@@ -122,7 +128,11 @@ def sample_flow(denoise_fn: DenoiseFn, x: torch.Tensor, times, *, rule: str = "c
         if denoise_last_step and t_next == 0:
             step_rule = "ode"
         eps = noise(i, x) if step_rule != "ode" else None
+        if eps is not None and noise_scale != 1.0:
+            eps = eps * noise_scale
         sample, mean, std = _step_compute(step_rule, x, denoised, t, t_next, eta=etas[i], noise=eps)
+        if noise_scale != 1.0:
+            std = std * noise_scale
         x_next = sample.to(x.dtype)
         if record:
             trajectory.latents.append(x)

@@ -201,3 +201,42 @@ def test_trainer_takes_a_host_schedule_and_rejects_a_mismatched_one():
     trainer.step()  # the rollout follows the given schedule
     with pytest.raises(ValueError, match="times must be"):
         GRPOTrainer(base.policy, base.reward_fn, base.config, times=torch.linspace(1, 0, 7))
+
+
+def test_a_policy_noise_scale_reaches_rollout_and_log_probs_and_stays_on_policy():
+    trainer = make_trainer(rule="cps", iterations=1)
+    trainer.policy.noise_scale = 2.0
+    trainer.noise_scale = 2.0
+    rollout = trainer.rollout(0)
+    i = rollout.trajectory.stochastic_steps[0]
+    t = float(trainer.times[0])
+    assert float(rollout.trajectory.latents[0].std()) == pytest.approx(2.0 * t, rel=0.15)  # x = t·s·ε
+    expected_std = 2.0 * float(trainer.times[i + 1]) * math.sin(math.pi / 2 * trainer.etas[i])
+    assert float(rollout.trajectory.stds[i].flatten()[0]) == pytest.approx(expected_std, rel=1e-6)
+    metrics = trainer.step()
+    assert metrics["first_ratio_min"] == 1.0 and metrics["first_ratio_max"] == 1.0
+
+
+def test_train_mode_of_the_policy_wraps_every_training_forward_and_backward_only():
+    trainer = make_trainer(rule="cps", iterations=1, beta=0.1)
+    calls = {"inside": 0, "outside": 0}
+    state = {"on": False}
+    original = trainer.policy.denoise
+
+    def denoise(*args):
+        calls["inside" if state["on"] else "outside"] += 1
+        return original(*args)
+
+    class Mode:
+        def __enter__(self):
+            state["on"] = True
+
+        def __exit__(self, *exc):
+            state["on"] = False
+
+    trainer.policy.denoise = denoise
+    trainer.policy.train_mode = Mode
+    metrics = trainer.step()
+    trained = len(metrics["trained_steps"])
+    assert calls["inside"] == 2 * trained  # policy and KL reference forward of each trained step
+    assert calls["outside"] == trainer.config.steps  # the rollout keeps the host's fast inference kernels

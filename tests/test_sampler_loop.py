@@ -225,3 +225,38 @@ def test_partial_schedule_like_denoise_below_one():
     x = (1 - times[0]) * x0 + times[0] * torch.randn(1, 2, 8, 8)
     out = sample_flow(point_mass(x0), x, times, rule="cps", seed=2)
     torch.testing.assert_close(out, x0, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rule", ["cps", "cpws", "precise", "flow_sde"])
+def test_noise_scale_multiplies_the_fresh_noise_and_the_recorded_std(rule):
+    """ComfyUI's model_sampling.noise_scale s: noise ~ N(0, s²). The step's std (and its noise) scale by s, the mean
+    does not; with the same noise stream, sample − mean is exactly s times the unscaled one."""
+    torch.manual_seed(0)
+    times = comfy_normal(6, shift=3.0).double()
+    x = torch.randn(4, 1, 8, 8, dtype=torch.float64)
+    denoise = gaussian_posterior_mean(torch.tensor(0.1, dtype=torch.float64), torch.tensor(0.25, dtype=torch.float64))
+    _, plain = sample_flow(denoise, x, times, rule=rule, seed=5, record=True)
+    _, scaled = sample_flow(denoise, x, times, rule=rule, seed=5, record=True, noise_scale=2.5)
+    i = 0  # the first step starts from the same x, so its mean is the same
+    assert torch.equal(scaled.means[i], plain.means[i])
+    assert torch.allclose(scaled.stds[i], 2.5 * plain.stds[i], rtol=0, atol=0)
+    assert torch.allclose(scaled.samples[i] - scaled.means[i], 2.5 * (plain.samples[i] - plain.means[i]),
+                          rtol=1e-6, atol=1e-7)  # the float32 noise times s is rounded once
+
+
+@pytest.mark.parametrize("rule", ["cps", "cpws", "precise"])
+def test_coefficient_preserving_rules_keep_the_scaled_noise_level_on_schedule(rule):
+    """Point mass at 0 with noise prior N(0, s²): x_t = t·s·ε, so a coefficient-preserving step must leave exactly
+    t'·s of noise."""
+    s = 0.6
+    times = comfy_normal(5, shift=1.0).double()
+    x = times[0] * s * torch.randn((1, 1, 256, 256), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    _, traj = sample_flow(point_mass(torch.zeros(1, dtype=torch.float64)), x, times, rule=rule, seed=9,
+                          record=True, noise_scale=s)
+    for i, sample in enumerate(traj.samples[:-1]):
+        assert float(sample.std()) == pytest.approx(float(times[i + 1]) * s, rel=0.01), i
+
+
+def test_noise_scale_must_be_positive():
+    with pytest.raises(ValueError, match="noise_scale"):
+        sample_flow(point_mass(torch.zeros(1)), torch.zeros(1, 1, 2, 2), [1.0, 0.0], rule="cps", noise_scale=0.0)

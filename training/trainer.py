@@ -7,14 +7,20 @@ A policy provides::
     denoise(x, t, cond, cfg) -> x̂0             # with the LoRA as currently enabled; t a float
     reference() -> context manager             # LoRA disabled inside (the KL reference)
     trainable_parameters() -> list
-    decode(latents) -> images [B, H, W, C] in [0, 1]
-    latent_shape -> (C, H, W)
+    decode(latents) -> images [B, H, W, C] in [0, 1] (a video latent [B, C, T, H, W] may decode to [B, T, H, W, C])
+    latent_shape -> (C, H, W) or (C, T, H, W)
     lora_state_dict() / load_lora_state_dict(state)
+
+and optionally::
+
+    noise_scale -> float                       # the noise prior's std (ComfyUI's model_sampling.noise_scale); 1
+    train_mode() -> context manager            # around every training forward + backward (not the rollouts)
 
 A reward is a callable ``(images, prompts) -> tensor [B]`` (training.rewards contract).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -96,6 +102,7 @@ class GRPOTrainer:
                 raise ValueError(f"times must be {config.steps + 1} decreasing values ending at 0 (config.steps = "
                                  f"{config.steps}), got {self.times.tolist()}")
         self.etas = samplers.loop.per_step_eta(config.rule, config.eta, config.steps)
+        self.noise_scale = float(getattr(policy, "noise_scale", 1.0))
         batch = config.prompts_per_iteration * config.group_size
         if batch % self.world.size:
             raise ValueError(f"prompts_per_iteration × group_size = {batch} samples do not split over "
@@ -142,14 +149,15 @@ class GRPOTrainer:
         prompts = all_prompts[mine]
         seeds = self.sample_seeds(iteration, range(mine.start, mine.stop))
         cond = self.policy.encode_prompts(prompts)
-        x = self.initial_noise(seeds) * float(self.times[0])
+        x = self.initial_noise(seeds) * (float(self.times[0]) * self.noise_scale)
 
         def denoise(x_t, t):
             return self.policy.denoise(x_t, t, cond, c.cfg)
 
         final, trajectory = samplers.sample_flow(
             denoise, x, self.times, rule=c.rule, eta=self.etas, window=self.sde_window(iteration),
-            noise=samplers.StepNoise([samplers.derive_seed(s, _STEP_NOISE_STREAM) for s in seeds]), record=True)
+            noise=samplers.StepNoise([samplers.derive_seed(s, _STEP_NOISE_STREAM) for s in seeds]), record=True,
+            noise_scale=self.noise_scale)
         images = self.policy.decode(final)
         reward_start = time.perf_counter()
         rewards = self._reward(images, prompts)
@@ -194,6 +202,10 @@ class GRPOTrainer:
         return [candidates[k] for k in sorted(order)]
 
     # ----- training ------------------------------------------------------------------------------------------
+    def train_mode(self):
+        mode = getattr(self.policy, "train_mode", None)
+        return mode() if mode is not None else contextlib.nullcontext()
+
     def train_on(self, rollout: Rollout, advantages: torch.Tensor, steps: List[int]) -> dict:
         c = self.config
         traj = rollout.trajectory
@@ -205,20 +217,24 @@ class GRPOTrainer:
             for i in steps:
                 t, t_next = float(self.times[i]), float(self.times[i + 1])
                 x = traj.latents[i]
-                denoised = self.policy.denoise(x, t, rollout.cond, c.cfg)
-                mean, std = samplers.transition_mean(traj.rules[i], x, denoised, t, t_next, eta=traj.etas[i])
-                log_prob = samplers.log_prob(traj.samples[i], mean, std, kind=c.log_prob_kind)
-                adv = advantages[:, i] if advantages.dim() == 2 else advantages
-                out = clipped_policy_loss(log_prob, rollout.old_log_probs[i], adv.to(log_prob.device), c.clip_range)
-                loss = out["loss"]
-                kl = torch.zeros(())
-                if c.beta > 0:
-                    with torch.no_grad(), self.policy.reference():
-                        ref = self.policy.denoise(x, t, rollout.cond, c.cfg)
-                        ref_mean, _ = samplers.transition_mean(traj.rules[i], x, ref, t, t_next, eta=traj.etas[i])
-                    kl = samplers.gaussian_kl_equal_std(mean, ref_mean, std, kind=c.kl_kind).mean()
-                    loss = loss + c.beta * kl
-                (loss / c.gradient_accumulation).backward()
+                with self.train_mode():
+                    denoised = self.policy.denoise(x, t, rollout.cond, c.cfg)
+                    mean, std = samplers.transition_mean(traj.rules[i], x, denoised, t, t_next, eta=traj.etas[i])
+                    std = std * self.noise_scale
+                    log_prob = samplers.log_prob(traj.samples[i], mean, std, kind=c.log_prob_kind)
+                    adv = advantages[:, i] if advantages.dim() == 2 else advantages
+                    out = clipped_policy_loss(log_prob, rollout.old_log_probs[i], adv.to(log_prob.device),
+                                              c.clip_range)
+                    loss = out["loss"]
+                    kl = torch.zeros(())
+                    if c.beta > 0:
+                        with torch.no_grad(), self.policy.reference():
+                            ref = self.policy.denoise(x, t, rollout.cond, c.cfg)
+                            ref_mean, _ = samplers.transition_mean(traj.rules[i], x, ref, t, t_next,
+                                                                   eta=traj.etas[i])
+                        kl = samplers.gaussian_kl_equal_std(mean, ref_mean, std, kind=c.kl_kind).mean()
+                        loss = loss + c.beta * kl
+                    (loss / c.gradient_accumulation).backward()
                 micro += 1
                 for key in ("ratio_mean", "ratio_min", "ratio_max", "clip_fraction"):
                     stats[key].append(float(out[key]))

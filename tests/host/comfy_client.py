@@ -197,6 +197,17 @@ class ComfyClient:
             return self.get_json("/object_info")
         return self.get_json("/object_info/" + urllib.parse.quote(node_class))[node_class]
 
+    @staticmethod
+    def combo_options(spec) -> list:
+        """The choices of a combo input in /object_info, in either schema format: ``[[choices…], {…}]`` (classic)
+        or ``["COMBO", {"options": [choices…], …}]`` (V3 schemas on newer ComfyUI)."""
+        kind = spec[0]
+        if isinstance(kind, list):
+            return kind
+        if kind == "COMBO" and len(spec) > 1 and "options" in spec[1]:
+            return spec[1]["options"]
+        raise ValueError(f"not a combo input: {spec!r}")
+
     def history(self, prompt_id: str) -> dict | None:
         return self.get_json("/history/" + urllib.parse.quote(prompt_id)).get(prompt_id)
 

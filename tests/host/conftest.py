@@ -99,6 +99,9 @@ def comfy(tmp_path_factory):
            "--database-url", f"sqlite:///{root / 'comfyui.db'}",  # default would be <ComfyUI>/user/comfyui.db
            "--disable-auto-launch",
            "--disable-api-nodes",  # paid cloud nodes: not needed, and fewer imports at start-up
+           # a preview per sampler step: newer ComfyUI throttles plain progress messages but never previews, so
+           # tests can still see that a sampler's callback ran once per step
+           "--preview-method", "latent2rgb",
            *shlex.split(os.environ.get("COMFYUI_EXTRA_ARGS", ""))]
     env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                DO_NOT_TRACK="1", HF_HUB_DISABLE_TELEMETRY="1")
