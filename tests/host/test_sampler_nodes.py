@@ -190,3 +190,72 @@ def test_inpainting_mask_keeps_the_unmasked_region(comfy):
     inpainted = comfy.output_images(entry, node_id="47")[0].astype(int)
     assert abs(source[72:] - inpainted[72:]).max() <= 2  # bottom half (mask 0) kept, up to 8-bit rounding
     assert abs(source[:56] - inpainted[:56]).mean() > 1  # top half (mask 1) re-sampled with another seed
+
+
+def _disabled_noise_graph(sampler_name, noise_scale, prefix):
+    """SamplerCustomAdvanced from an all-zero latent with DisableNoise: the only randomness is the sampler's own step
+    noise, so ModelNoiseScale can change the output only through it."""
+    graph = {k: v for k, v in toy_graph(prefix=prefix).items() if k in ("1", "2", "3", "4", "6", "7")}
+    graph.update({
+        "20": {"class_type": "ModelNoiseScale", "inputs": {"model": ["1", 0], "noise_scale": noise_scale}},
+        "21": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": sampler_name}},
+        "22": {"class_type": "DisableNoise", "inputs": {}},
+        "23": {"class_type": "CFGGuider", "inputs": {"model": ["20", 0], "positive": ["2", 0], "negative": ["3", 0],
+                                                     "cfg": 3.0}},
+        "24": {"class_type": "BasicScheduler", "inputs": {"model": ["20", 0], "scheduler": "normal", "steps": 6,
+                                                          "denoise": 1.0}},
+        "25": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["22", 0], "guider": ["23", 0],
+                                                                 "sampler": ["21", 0], "sigmas": ["24", 0],
+                                                                 "latent_image": ["4", 0]}},
+    })
+    graph["6"]["inputs"]["samples"] = ["25", 0]
+    return graph
+
+
+def test_model_noise_scale_scales_the_step_noise(comfy):
+    if "ModelNoiseScale" not in comfy.object_info():
+        pytest.skip("this ComfyUI has no model_sampling.noise_scale (added after v0.3.64)")
+    euler = [run_images(comfy, _disabled_noise_graph("euler", s, f"host/ns_euler_{s}"))[0][0] for s in (1.0, 0.2)]
+    assert np.array_equal(*euler)  # a deterministic sampler from a zero latent ignores the noise scale
+    cps = [run_images(comfy, _disabled_noise_graph("flow_cps", s, f"host/ns_cps_{s}"))[0][0] for s in (1.0, 0.2)]
+    again = run_images(comfy, _disabled_noise_graph("flow_cps", 0.2, "host/ns_cps_again"))[0][0]
+    assert np.array_equal(cps[1], again) and not np.array_equal(cps[0], cps[1])
+
+
+REQUIRE_FLOW = r"""
+import importlib.util, sys
+pack = sys.argv[1]
+sys.argv = [sys.argv[0], "--cpu"]
+import comfy.options
+comfy.options.enable_args_parsing()
+import comfy.model_base, comfy.supported_models_base
+spec = importlib.util.spec_from_file_location("flow_cps_pack", pack + "/__init__.py", submodule_search_locations=[pack])
+module = importlib.util.module_from_spec(spec)
+sys.modules["flow_cps_pack"] = module
+spec.loader.exec_module(module)
+from flow_cps_pack.nodes.comfy_sampling import NotAFlowModelError, require_flow_model
+config = comfy.supported_models_base.BASE({})
+for name in ("FLOW", "IMG_TO_IMG_FLOW", "EPS"):
+    if not hasattr(comfy.model_base.ModelType, name):
+        print(name, "absent")
+        continue
+    sampling = comfy.model_base.model_sampling(config, getattr(comfy.model_base.ModelType, name))
+    try:
+        require_flow_model(sampling, "flow_cps")
+        print(name, "accepted")
+    except NotAFlowModelError as error:
+        print(name, "refused:", error)
+"""
+
+
+def test_only_true_flow_models_pass_the_flow_check_with_comfys_own_model_sampling_classes(comfy):
+    import os
+    import subprocess
+    from conftest import REPO_ROOT
+    result = subprocess.run([os.environ.get("COMFYUI_PYTHON") or "python", "-c", REQUIRE_FLOW, str(REPO_ROOT)],
+                            cwd=os.environ["COMFYUI_PATH"], capture_output=True, text=True, timeout=300)
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines() if line.split(" ")[0].isupper())
+    assert lines.get("FLOW") == "accepted", (result.stdout, result.stderr[-3000:])
+    assert lines["EPS"].startswith("refused: flow_cps only works with flow-matching models")
+    if lines["IMG_TO_IMG_FLOW"] != "absent":  # newer ComfyUI: CONST subclass whose model predicts the image
+        assert "IMG_TO_IMG_FLOW" in lines["IMG_TO_IMG_FLOW"] and "calculate_denoised" in lines["IMG_TO_IMG_FLOW"]
