@@ -7,6 +7,7 @@ weight wrappers on ``comfy.ops`` layers, so its state dict is the stock LORA_MOD
 """
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 from dataclasses import dataclass
@@ -19,12 +20,9 @@ import torch
 from comfy.weight_adapter import LoRAAdapter
 from comfy.weight_adapter.base import WeightAdapterTrainBase
 
+from ..training.saved_tensors import private_saved_activations
 from .comfy_sampling import noise_scale
 from .host_compat import DEEPCOPY, autograd_kernels, trainable_copy_strategy
-
-DEFAULT_TARGETS = ("*attn.qkv", "*attn.proj", "*mlp.fc1", "*mlp.fc2",  # toy DiT, SD3 MMDiT, Flux double blocks
-                   "*_attn.qkv", "*_attn.proj", "*linear1", "*linear2",  # Flux
-                   "*attn.to_q", "*attn.to_k", "*attn.to_v", "*attn.to_out.0")  # Qwen-Image, diffusers-style
 
 
 def release_inference_tensors(module: torch.nn.Module) -> int:
@@ -173,9 +171,12 @@ class ComfyPolicy:
     def noise_scale(self) -> float:
         return noise_scale(self.guider.model_patcher.get_model_object("model_sampling"))
 
+    @contextlib.contextmanager
     def train_mode(self):
-        """Training forwards and backwards take the host's differentiable kernels (rollouts keep the fast ones)."""
-        return autograd_kernels(comfy.model_management)
+        """Training forwards and backwards take the host's differentiable kernels (rollouts keep the fast ones),
+        and autograd keeps private copies of what it saves: Flux-style blocks update their input in place."""
+        with autograd_kernels(comfy.model_management), private_saved_activations():
+            yield
 
     def trainable_parameters(self):
         return self.lora.parameters()
@@ -246,5 +247,5 @@ def checkpoint_dir(output_dir: str, run_name: str) -> str:
     return os.path.join(output_dir, "flow_cps_grpo", safe)
 
 
-__all__ = ["DEFAULT_TARGETS", "trainable_clone", "HostLoRA", "ComfyPolicy", "PromptConds", "HostRun",
+__all__ = ["trainable_clone", "HostLoRA", "ComfyPolicy", "PromptConds", "HostRun",
            "GRPOSampler", "train_grpo_in_comfy", "checkpoint_dir"]

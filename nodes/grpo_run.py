@@ -22,6 +22,7 @@ from ..training.toy_model import ToyDiT
 from ..training.toy_prompts import encode_prompts as toy_encode
 from ..training.trainer import GRPOTrainer, reward_curve
 from .comfy_sampling import require_flow_model
+from .lora_presets import resolve_targets
 from .grpo_host import HostLoRA, HostRun, PromptConds, checkpoint_dir, train_grpo_in_comfy, trainable_clone
 
 CHART_EVENT = "flow_cps.grpo"
@@ -166,21 +167,24 @@ class GRPORunResult:
 
 
 def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str, clip, latent_shape,
-                    config: GRPOConfig, scheduler: str, lora_targets: List[str], run_name: str, resume_from: str,
+                    config: GRPOConfig, scheduler: str, lora_targets: str, run_name: str, resume_from: str,
                     node_id: Optional[str], send_event: Callable[[str, dict], None], positive=None,
                     negative=None) -> GRPORunResult:
     prompts, sigmas = prepare_run(model, prompts_text, config, scheduler, "the GRPO trainer")
+    preset, targets = resolve_targets(lora_targets, model.model.diffusion_model)
+    config.lora_targets = targets
     resume = resolve_resume(resume_from, run_name)
     run_folder = os.path.dirname(resume) if resume else new_run_folder(run_name)  # resuming continues in place
     checkpoint = os.path.join(run_folder, "checkpoint.pt")
     run_info = {"base_model": model_description(model), "rule": config.rule, "eta": config.eta,
                 "reward": getattr(reward, "name", type(reward).__name__), "prompts": prompts,
-                "lora_rank": config.lora_rank, "lora_alpha": config.lora_alpha, "run_folder": run_folder}
+                "lora_rank": config.lora_rank, "lora_alpha": config.lora_alpha, "lora_preset": preset,
+                "lora_targets": list(targets), "run_folder": run_folder}
 
     with torch.inference_mode(False), torch.enable_grad():
         conds = prompt_conditioning(prompts, negative_text, clip, model, positive, negative)
         patched = trainable_clone(model)
-        lora = HostLoRA(patched, lora_targets, config.lora_rank,
+        lora = HostLoRA(patched, targets, config.lora_rank,
                         config.lora_alpha if config.lora_alpha is not None else config.lora_rank, config.seed)
         patched.model.requires_grad_(False)
         progress = comfy.utils.ProgressBar(config.iterations, node_id=node_id)

@@ -12,7 +12,7 @@ from comfy_api.latest import io, ui
 from ..samplers import DEFAULT_ETA, LOG_PROB_KINDS
 from ..training.calibration import SIGMA_RULES
 from ..training.grpo_config import GRPOConfig
-from .grpo_host import DEFAULT_TARGETS
+from .lora_presets import AUTO, PRESETS
 from .grpo_run import calibrate_exploration_in_comfy, lora_metadata, save_lora_file, train_lora_grpo
 from .reward_nodes import RewardType
 from .sampler_nodes import EtaScheduleType
@@ -105,9 +105,11 @@ class GRPOTrainLoRA(io.ComfyNode):
                 io.Int.Input("lora_rank", default=8, min=1, max=256, tooltip="LoRA rank."),
                 io.Float.Input("lora_alpha", default=8.0, min=0.01, max=1024.0, step=0.01,
                                tooltip="LoRA alpha (scale = alpha / rank)."),
-                io.String.Input("lora_targets", default=", ".join(DEFAULT_TARGETS),
-                                tooltip="fnmatch patterns of the Linear layers that get a LoRA, comma-separated "
-                                        "(module paths inside the diffusion model)."),
+                io.String.Input("lora_targets", default=AUTO,
+                                tooltip="Which Linear layers get a LoRA: 'auto' = the usual attention (and MLP) layers "
+                                        "of the model family (" + ", ".join(PRESETS) + "), or fnmatch patterns of "
+                                        "module paths inside the diffusion model, comma-separated (e.g. "
+                                        "'*attn.qkv, *attn.proj')."),
                 io.Float.Input("learning_rate", default=1e-3, min=1e-7, max=1.0, step=1e-5,
                                tooltip="AdamW learning rate."),
                 io.Float.Input("beta", default=0.0, min=0.0, max=10.0, step=0.001,
@@ -160,16 +162,15 @@ class GRPOTrainLoRA(io.ComfyNode):
                 eta_schedule=None) -> io.NodeOutput:
         rule, etas, window, log_prob_kind = sampling_settings(rule, eta, sde_start_step, sde_end_step, steps,
                                                               log_prob_kind, sampler, eta_schedule)
-        targets = [t.strip() for t in lora_targets.split(",") if t.strip()]
         config = GRPOConfig(prompts=["-"], prompts_per_iteration=prompts_per_iteration, group_size=group_size,
                             steps=steps, rule=rule, eta=etas, sde_window=window, cfg=cfg,
                             log_prob_kind=log_prob_kind, beta=beta, clip_range=clip_range,
                             dense_rewards=dense_rewards, lr=learning_rate, lora_rank=lora_rank,
-                            lora_alpha=lora_alpha, lora_targets=tuple(targets), iterations=iterations, seed=seed,
+                            lora_alpha=lora_alpha, iterations=iterations, seed=seed,
                             checkpoint_every=checkpoint_every)
         result = train_lora_grpo(model=model, vae=vae, reward=reward, prompts_text=prompts, negative_text=negative,
                                  clip=clip, latent_shape=latent_shape(model, latent), config=config,
-                                 scheduler=scheduler, lora_targets=targets, run_name=run_name,
+                                 scheduler=scheduler, lora_targets=lora_targets, run_name=run_name,
                                  resume_from=resume_from, node_id=cls.hidden.unique_id, send_event=_send_event,
                                  positive=positive, negative=negative_conditioning)
         info = json.dumps(result.run_info, default=str)

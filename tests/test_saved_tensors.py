@@ -1,0 +1,78 @@
+"""Training through blocks that update their input in place (Flux-style ``img += …``)."""
+import contextlib
+
+import pytest
+import torch
+import torch.utils.checkpoint
+
+from training.saved_tensors import private_saved_activations
+
+
+class InPlaceBlock(torch.nn.Module):
+    """Like Flux's blocks: the residual stream is updated in place after a norm saved it for the backward."""
+
+    def __init__(self, dim, inplace=True):
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(dim, elementwise_affine=False)
+        self.attn = torch.nn.Linear(dim, dim)
+        self.mlp = torch.nn.Linear(dim, dim)
+        self.inplace = inplace
+
+    def forward(self, x):
+        if self.inplace:
+            x += self.attn(self.norm(x))
+            x *= 0.9
+            x[:, :2] += 0.1 * self.mlp(self.norm(x))[:, :2]
+            return x
+        x = x + self.attn(self.norm(x))
+        x = x * 0.9
+        return torch.cat([x[:, :2] + 0.1 * self.mlp(self.norm(x))[:, :2], x[:, 2:]], dim=1)
+
+
+def loss_and_grads(inplace, private=False, checkpoint=False):
+    torch.manual_seed(0)
+    stem = torch.nn.Linear(6, 6).double()
+    blocks = torch.nn.ModuleList([InPlaceBlock(6, inplace).double() for _ in range(3)])
+    x = torch.linspace(-1, 1, 24, dtype=torch.float64).reshape(4, 6)
+    with private_saved_activations() if private else contextlib.nullcontext():
+        h = stem(x)
+        for block in blocks:
+            h = torch.utils.checkpoint.checkpoint(block, h, use_reentrant=False) if checkpoint else block(h)
+        loss = (h ** 2).sum()
+        loss.backward()
+    params = [stem.weight] + [b.attn.weight for b in blocks] + [b.mlp.weight for b in blocks]
+    return loss.item(), [p.grad.clone() for p in params]
+
+
+def test_in_place_blocks_cannot_train_as_they_are():
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss_and_grads(inplace=True)
+
+
+def test_checkpointing_alone_does_not_help():
+    _, reference = loss_and_grads(inplace=False)
+    try:
+        _, checkpointed = loss_and_grads(inplace=True, checkpoint=True)
+    except RuntimeError as error:
+        assert "modified by an inplace operation" in str(error)
+    else:  # the recomputation starts from the already-updated input: a silently wrong gradient
+        assert not all(torch.allclose(a, b) for a, b in zip(reference, checkpointed))
+
+
+def test_private_saved_activations_give_the_exact_loss_and_gradient():
+    loss_ref, reference = loss_and_grads(inplace=False)
+    loss, grads = loss_and_grads(inplace=True, private=True)
+    assert loss == loss_ref
+    for a, b in zip(reference, grads):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_a_tensor_saved_by_several_ops_is_copied_once_and_leaves_never():
+    weight = torch.randn(5, 5, requires_grad=True)
+    x = torch.randn(3, 5) @ weight  # an activation
+    with private_saved_activations():
+        a, b = x.sin(), x.cos()  # both save x: one private copy
+        c = weight * 2.0 + weight.sin()  # sin saves its leaf input as it is
+    copy_a, copy_b = a.grad_fn._saved_self, b.grad_fn._saved_self
+    assert copy_a.data_ptr() == copy_b.data_ptr() != x.data_ptr() and torch.equal(copy_a, x)
+    assert c.grad_fn.next_functions[1][0]._saved_self.data_ptr() == weight.data_ptr()
