@@ -103,6 +103,8 @@ def save_lora_file(lora_sd: dict, path: str, metadata: Optional[dict] = None) ->
 
 def _preview(images: torch.Tensor, max_images: int = 8):
     from PIL import Image
+    if images.dim() == 5:  # videos [B, T, H, W, C]: their middle frames
+        images = images[:, images.shape[1] // 2]
     strip = torch.cat(list(images[:max_images].float().clamp(0, 1).cpu()), dim=1)
     if strip.shape[-1] == 1:
         strip = strip.expand(-1, -1, 3)

@@ -7,8 +7,8 @@ import os
 import folder_paths
 from comfy_api.latest import io, ui
 
-from ..training.rewards import (WEIGHT_FREE_REWARDS, CombinedReward, DigitReward, OCRReward, evaluate_reward,
-                                load_clip_reward, weight_free_reward)
+from ..training.rewards import (FRAME_REDUCTIONS, WEIGHT_FREE_REWARDS, CombinedReward, DigitReward, FrameReward,
+                                OCRReward, evaluate_reward, load_clip_reward, weight_free_reward)
 
 CATEGORY = "flow-cps/rewards"
 RewardType = io.Custom("REWARD")
@@ -161,6 +161,29 @@ class CombineRewards(io.ComfyNode):
         return io.NodeOutput(CombinedReward([r for r, _ in pairs], [w for _, w in pairs], normalize=normalize))
 
 
+class VideoFrameReward(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlowCPS_VideoFrameReward",
+            display_name="Video Reward over Frames",
+            category=CATEGORY,
+            description="How an image reward scores a video (e.g. Wan rollouts [B, T, H, W, C]): every frame with the "
+                        "video's prompt, then one number per video. Without this node a video gets the mean over its "
+                        "frames; choose min to reward the worst frame, last for where the video ends, and so on.",
+            inputs=[
+                RewardType.Input("reward", tooltip="An image reward."),
+                io.Combo.Input("reduction", options=list(FRAME_REDUCTIONS), default="mean",
+                               tooltip="How the frames' scores become the video's reward."),
+            ],
+            outputs=[RewardType.Output(display_name="reward", tooltip="The same reward, scoring videos this way.")],
+        )
+
+    @classmethod
+    def execute(cls, reward, reduction) -> io.NodeOutput:
+        return io.NodeOutput(FrameReward(reward, reduction))
+
+
 class ScoreImages(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -189,4 +212,4 @@ class ScoreImages(io.ComfyNode):
 
 
 NODES = [DigitRewardLoader, WeightFreeRewardLoader, OCRRewardLoader, CLIPFamilyRewardLoader, CombineRewards,
-         ScoreImages]
+         VideoFrameReward, ScoreImages]

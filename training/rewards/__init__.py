@@ -7,6 +7,7 @@ from .clip_family import (AestheticReward, CLIPScoreReward, HPSv2Reward, PickSco
                           RewardModelNotFound, find_reward_model, load_clip_reward, reward_model_layout)
 from .combine import CombinedReward, z_normalise
 from .digit import DigitReward
+from .video import FRAME_REDUCTIONS, FrameReward, evaluate_video_reward
 from .ocr import OCRReward
 from .weight_free import (WEIGHT_FREE_REWARDS, Colorfulness, JpegCompressibility, JpegIncompressibility, LowNoise,
                           Sharpness, weight_free_reward)
@@ -15,4 +16,5 @@ __all__ = ["Reward", "RewardError", "RewardFn", "RewardResult", "evaluate_reward
            "PickScoreReward", "CLIPScoreReward", "AestheticReward", "HPSv2Reward", "RewardModelNotFound",
            "RewardDependencyMissing", "find_reward_model", "load_clip_reward", "reward_model_layout",
            "CombinedReward", "z_normalise", "OCRReward", "WEIGHT_FREE_REWARDS", "weight_free_reward",
-           "JpegCompressibility", "JpegIncompressibility", "Colorfulness", "Sharpness", "LowNoise"]
+           "JpegCompressibility", "JpegIncompressibility", "Colorfulness", "Sharpness", "LowNoise",
+           "FRAME_REDUCTIONS", "FrameReward", "evaluate_video_reward"]

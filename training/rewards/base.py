@@ -1,6 +1,8 @@
 """The reward contract: ``reward(images, prompts) -> float32 tensor [B]``.
 
-Images are ComfyUI IMAGE tensors ``[B, H, W, C]`` (C = 1, 3 or 4; float in [0, 1]); prompts are B strings. Like TRL's
+Images are ComfyUI IMAGE tensors ``[B, H, W, C]`` (C = 1, 3 or 4; float in [0, 1]); prompts are B strings. Videos
+``[B, T, H, W, C]`` are scored frame by frame and reduced per video (see video.py) unless the reward sets
+``accepts_video``. Like TRL's
 reward functions a reward is a plain callable, so a lambda or any function with that signature works wherever a
 reward is accepted. Subclasses of :class:`Reward` get input checks, a NaN guard and per-image details for free:
 they implement ``compute`` only.
@@ -67,12 +69,17 @@ class Reward:
     """
 
     name = "reward"
+    accepts_video = False  # True: evaluate() also takes videos [B, T, H, W, C] and scores each as a whole
 
     def compute(self, images: torch.Tensor, prompts: Sequence[str]) -> Union[torch.Tensor, Tuple[torch.Tensor, Details]]:
         raise NotImplementedError
 
     def evaluate(self, images: torch.Tensor, prompts: Sequence[str]) -> RewardResult:
-        check_images(images, prompts, self.name)
+        if self.accepts_video and isinstance(images, torch.Tensor) and images.dim() == 5:
+            from .video import check_videos
+            check_videos(images, prompts, self.name)
+        else:
+            check_images(images, prompts, self.name)
         out = self.compute(images, list(prompts))
         rewards, details = out if isinstance(out, tuple) else (out, {})
         return RewardResult(check_rewards(rewards, images.shape[0], self.name), dict(details))
@@ -85,7 +92,12 @@ class Reward:
 
 
 def evaluate_reward(reward: RewardFn, images: torch.Tensor, prompts: Sequence[str]) -> RewardResult:
-    """Score with any reward callable, applying the contract's checks to plain functions too."""
+    """Score with any reward callable, applying the contract's checks to plain functions too. Videos
+    [B, T, H, W, C] go to :func:`video.evaluate_video_reward` (frame by frame, mean, unless the reward takes
+    videos)."""
+    if isinstance(images, torch.Tensor) and images.dim() == 5:
+        from .video import evaluate_video_reward
+        return evaluate_video_reward(reward, images, prompts)
     if isinstance(reward, Reward):
         return reward.evaluate(images, prompts)
     name = reward_name(reward)
