@@ -41,13 +41,14 @@ def release_inference_tensors(module: torch.nn.Module) -> int:
 
 
 def trainable_clone(model_patcher):
-    """A ModelPatcher to train on, the way this host allows (see host_compat.trainable_copy_strategy). Call under
-    ``torch.inference_mode(False)``."""
-    if trainable_copy_strategy(model_patcher) == DEEPCOPY:
-        return model_patcher.clone(force_deepcopy=True)
+    """``(ModelPatcher to train on, how it was made)``, the way this host allows (see
+    host_compat.trainable_copy_strategy). Call under ``torch.inference_mode(False)``."""
+    strategy = trainable_copy_strategy(model_patcher)
+    if strategy == DEEPCOPY:
+        return model_patcher.clone(force_deepcopy=True), strategy
     patched = model_patcher.clone()
     release_inference_tensors(patched.model)
-    return patched
+    return patched, strategy
 
 
 class _Switch:

@@ -185,7 +185,7 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
 
     with torch.inference_mode(False), torch.enable_grad():
         conds = prompt_conditioning(prompts, negative_text, clip, model, positive, negative)
-        patched = trainable_clone(model)
+        patched, run_info["model_copy"] = trainable_clone(model)
         lora = HostLoRA(patched, targets, config.lora_rank,
                         config.lora_alpha if config.lora_alpha is not None else config.lora_rank, config.seed)
         patched.model.requires_grad_(False)
@@ -240,7 +240,7 @@ def calibrate_exploration_in_comfy(*, model, vae, reward, prompts_text: str, neg
     result = {}
     with torch.inference_mode(False), torch.enable_grad():
         conds = prompt_conditioning(prompts, negative_text, clip, model)
-        patched = trainable_clone(model)
+        patched, _ = trainable_clone(model)
         lora = HostLoRA(patched, ["*"], 1, 1.0, config.seed)  # zero update: the trainer API wants parameters
         progress = comfy.utils.ProgressBar(iterations, node_id=node_id)
         done = [0]

@@ -17,7 +17,7 @@ PRESETS = {
                    "*.attn.add_k_proj", "*.attn.add_v_proj", "*.attn.to_add_out", "*_mlp.net.0.proj",
                    "*_mlp.net.2"),
     "wan": ("blocks.*.self_attn.[qkvo]", "blocks.*.cross_attn.[qkvo]", "blocks.*.ffn.0", "blocks.*.ffn.2"),
-    "lumina2": ("layers.*.attention.qkv", "layers.*.attention.out", "layers.*.feed_forward.w[123]"),
+    "lumina2": ("*.attention.qkv", "*.attention.out", "*.feed_forward.w[123]"),  # layers and refiners
 }
 
 # class name of ComfyUI's diffusion_model → family

@@ -12,7 +12,8 @@ Without COMFYUI_PATH every test that uses the `comfy` fixture is skipped. Option
 The server never touches the ComfyUI checkout's own folders: --base-directory (models/, custom_nodes/),
 --output/--input/--temp/--user-directory and the sqlite database all point into a pytest temp dir. The pack is
 loaded through a `custom_nodes:` entry of an extra-model-paths YAML that names a temp dir holding a symlink
-`flow-cps` -> the repository root; the checkout's own custom_nodes/ folder is not loaded.
+`flow-cps` -> the repository root (and `flow-cps-test-fixtures` -> tests/host/fixture_pack, test-only nodes); the
+checkout's own custom_nodes/ folder is not loaded.
 """
 from __future__ import annotations
 
@@ -82,6 +83,7 @@ def comfy(tmp_path_factory):
     for d in [packs, base / "custom_nodes", base / "models", *dirs.values()]:
         d.mkdir(parents=True, exist_ok=True)
     (packs / PACK_NAME).symlink_to(REPO_ROOT, target_is_directory=True)
+    (packs / "flow-cps-test-fixtures").symlink_to(HOST_DIR / "fixture_pack", target_is_directory=True)
     extra_yaml = root / "extra_model_paths.yaml"
     extra_yaml.write_text(f"flow_cps_host_tests:\n    custom_nodes: {packs}\n", encoding="utf-8")
     log_path = root / "comfyui.log"

@@ -50,6 +50,8 @@ def test_grpo_on_the_toy_model_raises_the_reward_and_streams_the_chart(comfy):
     assert {"checkpoint.pt", "lora_final.safetensors", "metrics.json"} <= set(os.listdir(run_folder))
     # a new run under the same name gets its own folder: the first run's files stay as they were
     first = open(os.path.join(run_folder, "metrics.json")).read()
+    assert json.loads(first)["model_copy"] == "shared"  # the toy model has no cached loader to re-create it from
+    assert json.loads(first)["lora_preset"] == "custom"
     entry, messages = comfy.run(grpo_graph("host_rise", iterations=2, save=False), timeout=600)
     assert entry["status"]["status_str"] == "success", comfy.execution_error(messages)
     assert open(os.path.join(run_folder, "metrics.json")).read() == first
