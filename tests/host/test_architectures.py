@@ -1,5 +1,5 @@
-"""Real architectures inside a real ComfyUI: random checkpoints of ComfyUI's own Flux, Qwen-Image, Wan 2.1 and
-Lumina 2 classes, read by the stock UNETLoader and VAELoader (see tiny_models.py), sampled with all five flow
+"""Real architectures inside a real ComfyUI: random checkpoints of ComfyUI's own SD3 MMDiT, Flux, Qwen-Image,
+Wan 2.1 and Lumina 2 classes, read by the stock UNETLoader and VAELoader (see tiny_models.py), sampled with all five flow
 samplers and trained with the GRPO trainer node; the LoRA it saves loads with LoraLoaderModelOnly."""
 import json
 import os
@@ -11,8 +11,8 @@ from safetensors import safe_open
 
 from test_grpo_nodes import chart_events
 
-ARCHS = ["flux", "qwen_image", "wan21", "lumina2"]
-FAMILY = {"flux": "flux", "qwen_image": "qwen_image", "wan21": "wan", "lumina2": "lumina2"}
+ARCHS = ["sd3", "flux", "qwen_image", "wan21", "lumina2"]
+FAMILY = {"sd3": "sd3", "flux": "flux", "qwen_image": "qwen_image", "wan21": "wan", "lumina2": "lumina2"}
 FLOW_SAMPLERS = ["flow_cps", "flow_cpws", "flow_precise", "flow_sde", "dance_sde"]
 STEPS = 3
 _made = {}

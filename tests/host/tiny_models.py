@@ -4,7 +4,7 @@
 
 writes MODELS_DIR/diffusion_models/random_<arch>.safetensors and a VAE under MODELS_DIR/vae/.
 
-ARCH: flux (FLUX.1-dev style: guidance-distilled, RoPE), qwen_image, wan21 (T2V, 5-D video latents), lumina2.
+ARCH: sd3 (MMDiT), flux (FLUX.1-dev style: guidance-distilled, RoPE), qwen_image, wan21 (T2V, 5-D video latents), lumina2.
 Prints one JSON line: the files and what the model reads (context width, pooled width, latent kind).
 
 Each model starts tiny; the host's own detection (comfy.model_detection) then decides what it will build from that
@@ -40,6 +40,15 @@ def accepted(cls, kwargs):
     return {k: v for k, v in kwargs.items() if k in names or "kwargs" in names}
 
 
+def tiny_sd3():
+    from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
+    return MMDiT(input_size=None, patch_size=2, in_channels=16, out_channels=16, depth=2, num_patches=256,
+                 pos_embed_max_size=16, adm_in_channels=11, pos_embed_scaling_factor=None,
+                 context_embedder_config={"target": "torch.nn.Linear", "params": {"in_features": 11,
+                                                                                  "out_features": 128}},
+                 dtype=torch.float32, device="cpu", operations=OPS)
+
+
 def tiny_flux():
     from comfy.ldm.flux.model import Flux, FluxParams
     config = dict(in_channels=16, out_channels=16, vec_in_dim=11, context_in_dim=11, hidden_size=128, mlp_ratio=4.0,
@@ -71,7 +80,7 @@ def tiny_lumina2():
     return NextDiT(dtype=torch.float32, device="cpu", operations=OPS, **accepted(NextDiT, config))
 
 
-BUILDERS = {"flux": tiny_flux, "qwen_image": tiny_qwen_image, "wan21": tiny_wan21, "lumina2": tiny_lumina2}
+BUILDERS = {"sd3": tiny_sd3, "flux": tiny_flux, "qwen_image": tiny_qwen_image, "wan21": tiny_wan21, "lumina2": tiny_lumina2}
 
 
 def randomise(module, std, seed):
@@ -89,6 +98,8 @@ def randomise(module, std, seed):
 def context_widths(net):
     """(context width, pooled width) the conditioning must have, read from the built model's input layers."""
     name = type(net).__name__
+    if name == "OpenAISignatureMMDITWrapper":
+        return net.context_embedder.in_features, net.y_embedder.mlp[0].in_features
     if name == "Flux":
         return net.txt_in.in_features, net.vector_in.in_layer.in_features
     if name == "QwenImageTransformer2DModel":
