@@ -82,6 +82,7 @@ def test_first_inner_step_is_on_policy_and_kl_starts_at_zero(rule):
     trainer = make_trainer(rule=rule, beta=0.1, iterations=1)
     metrics = trainer.step()
     assert metrics["first_ratio_min"] == 1.0 and metrics["first_ratio_max"] == 1.0
+    assert metrics["first_kl"] == 0.0  # the reference is the same model while the LoRA is zero
     assert metrics["trained_steps"]  # something was trained
 
 

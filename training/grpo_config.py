@@ -8,6 +8,7 @@ from ._host import samplers
 
 ADVANTAGE_STD_MODES = ("group", "global")
 TIMESTEP_SELECTIONS = ("first", "random")
+TRAIN_DTYPES = ("float32", "bfloat16", "float16")
 KL_KINDS = ("gaussian", "mse")
 
 
@@ -36,8 +37,20 @@ class GRPOConfig:
             0.99) or a ``random`` fraction per iteration (DanceGRPO, 0.6).
         dense_rewards: DenseGRPO per-step rewards from ODE look-ahead (one extra ODE rollout + reward per step).
     Optimisation
-        inner_epochs, gradient_accumulation (optimizer step every N (step, batch) micro-batches), lr, weight_decay,
-        adam_betas, max_grad_norm.
+        inner_epochs, gradient_accumulation (an optimizer step every N trained steps, each over the whole batch),
+        lr, weight_decay, adam_betas, max_grad_norm.
+    Scale (the update is the same whatever these are; only memory and speed change)
+        sample_batch_size: samples per rollout forward (``None`` = the rank's whole batch at once). Each micro-batch
+            is decoded and scored as soon as it is sampled.
+        train_batch_size: samples per training forward/backward (``None`` = ``sample_batch_size``). Equal sizes train
+            exactly the rollout's micro-batches; other sizes cost one extra forward per trained step to recompute the
+            old log-probs in the training micro-batches, so the first update stays exactly on-policy.
+        gradient_checkpointing: recompute each block's activations in backward (exact also for blocks that update
+            tensors in place); memory then holds one block's activations instead of the whole model's.
+        train_dtype: ``float32``, ``bfloat16`` or ``float16``: autocast for every model forward (rollouts and
+            training); LoRA weights, optimizer state, step maths and log-probs stay float32.
+        overlap_reward: score micro-batch k in a worker thread while k + 1 samples (rewards marked ``thread_safe``;
+            the results are the same as scoring in turn).
     LoRA
         lora_rank, lora_alpha, lora_targets (fnmatch patterns of module paths).
     Run
@@ -71,6 +84,11 @@ class GRPOConfig:
     weight_decay: float = 1e-4
     adam_betas: Tuple[float, float] = (0.9, 0.999)
     max_grad_norm: float = 1.0
+    sample_batch_size: Optional[int] = None
+    train_batch_size: Optional[int] = None
+    gradient_checkpointing: bool = False
+    train_dtype: str = "float32"
+    overlap_reward: bool = True
     lora_rank: int = 8
     lora_alpha: Optional[float] = None
     lora_targets: Tuple[str, ...] = ("*attn.qkv", "*attn.proj", "*mlp.fc1", "*mlp.fc2")
@@ -109,6 +127,13 @@ class GRPOConfig:
             raise ValueError("GRPOConfig.clip_range and advantage_clip must be > 0")
         if self.beta < 0:
             raise ValueError("GRPOConfig.beta must be >= 0")
+        for name in ("sample_batch_size", "train_batch_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"GRPOConfig.{name} must be a whole number >= 1 (or None for the whole batch), got "
+                                 f"{value!r}")
+        if self.train_dtype not in TRAIN_DTYPES:
+            bad("train_dtype", self.train_dtype, TRAIN_DTYPES)
         if self.inner_epochs < 1 or self.gradient_accumulation < 1 or self.iterations < 0:
             raise ValueError("GRPOConfig.inner_epochs and gradient_accumulation must be >= 1, iterations >= 0")
 

@@ -1,10 +1,11 @@
 """A GRPO policy around a plain torch velocity model with a LoRA attached (the toy model, test models)."""
 from __future__ import annotations
 
-from typing import Callable, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
+from .checkpointing import model_blocks
 from .lora import LoRANetwork
 
 
@@ -16,9 +17,13 @@ class VelocityModelPolicy:
     """
 
     def __init__(self, model: torch.nn.Module, lora: LoRANetwork, encode: Callable[[Sequence[str]], torch.Tensor],
-                 decode: Callable[[torch.Tensor], torch.Tensor], latent_shape: Tuple[int, ...]):
+                 decode: Callable[[torch.Tensor], torch.Tensor], latent_shape: Tuple[int, ...],
+                 checkpoint_modules: Optional[Sequence[torch.nn.Module]] = None):
+        """``checkpoint_modules``: what ``GRPOConfig.gradient_checkpointing`` recomputes in backward; default the
+        entries of the model's top-level ModuleLists (``model.blocks`` for the toy DiT)."""
         self.model, self.lora, self.encode, self.decode_fn = model, lora, encode, decode
         self.latent_shape = tuple(latent_shape)
+        self._checkpoint_modules = list(checkpoint_modules) if checkpoint_modules is not None else None
         model.requires_grad_(False)
         self._uncond = None
 
@@ -40,6 +45,13 @@ class VelocityModelPolicy:
 
     def reference(self):
         return self.lora.disabled()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def checkpoint_modules(self):
+        return self._checkpoint_modules if self._checkpoint_modules is not None else model_blocks(self.model)
 
     def trainable_parameters(self):
         return list(self.lora.parameters())

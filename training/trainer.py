@@ -15,6 +15,7 @@ and optionally::
 
     noise_scale -> float                       # the noise prior's std (ComfyUI's model_sampling.noise_scale); 1
     train_mode() -> context manager            # around every training forward + backward (not the rollouts)
+    checkpoint_modules() -> modules            # the blocks ``gradient_checkpointing`` recomputes in backward
 
 A reward is a callable ``(images, prompts) -> tensor [B]`` (training.rewards contract).
 """
@@ -23,12 +24,14 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 import torch
 
 from ._host import plots, samplers
+from .checkpointing import checkpoint_blocks
 from .grpo_config import GRPOConfig
 from .grpo_loss import clipped_policy_loss, dense_step_rewards, group_advantages
 from .rewards.base import evaluate_reward
@@ -39,15 +42,44 @@ _SELECTION_STREAM = 0x5E1E
 
 
 @dataclass
-class Rollout:
-    prompts: List[str]
+class Chunk:
+    """One rollout micro-batch: rows ``rows`` of the rank's samples, sampled together (and so trained together)."""
+
+    rows: slice
     cond: torch.Tensor
     trajectory: "samplers.Trajectory"
+    old_log_probs: Dict[int, torch.Tensor]
+
+
+@dataclass
+class Rollout:
+    prompts: List[str]
+    chunks: List[Chunk]
     images: torch.Tensor
     rewards: torch.Tensor
-    old_log_probs: Dict[int, torch.Tensor]
     step_rewards: Optional[torch.Tensor] = None  # [B, N + 1] with dense rewards
-    reward_seconds: float = 0.0  # time spent in the reward (and, with dense rewards, the look-ahead rollouts)
+    reward_seconds: float = 0.0  # time spent computing rewards (and, with dense rewards, the look-ahead rollouts)
+    blocked_seconds: float = 0.0  # of that, the time sampling waited for it (all of it unless the reward overlaps)
+
+    @property
+    def trajectory(self) -> "samplers.Trajectory":
+        """The trajectory when the rollout was one batch (``sample_batch_size`` unset or ≥ the batch)."""
+        if len(self.chunks) != 1:
+            raise ValueError(f"this rollout has {len(self.chunks)} micro-batches: use rollout.chunks")
+        return self.chunks[0].trajectory
+
+    @property
+    def cond(self) -> torch.Tensor:
+        return torch.cat([chunk.cond for chunk in self.chunks])
+
+    @property
+    def old_log_probs(self) -> Dict[int, torch.Tensor]:
+        """Per step, the rollout's log-probs of all its samples (concatenated over micro-batches)."""
+        return {i: torch.cat([chunk.old_log_probs[i] for chunk in self.chunks]) for i in self.stochastic_steps}
+
+    @property
+    def stochastic_steps(self) -> List[int]:
+        return self.chunks[0].trajectory.stochastic_steps
 
 
 class World:
@@ -103,6 +135,13 @@ class GRPOTrainer:
                                  f"{config.steps}), got {self.times.tolist()}")
         self.etas = samplers.loop.per_step_eta(config.rule, config.eta, config.steps)
         self.noise_scale = float(getattr(policy, "noise_scale", 1.0))
+        self.checkpointed_modules = []
+        if config.gradient_checkpointing:
+            find = getattr(policy, "checkpoint_modules", None)
+            self.checkpointed_modules = list(find()) if find is not None else []
+            if not self.checkpointed_modules:
+                raise ValueError("gradient_checkpointing is on but the policy names no blocks to checkpoint (the model "
+                                 "has no ModuleList of blocks): pass checkpoint_modules to the policy or turn it off")
         batch = config.prompts_per_iteration * config.group_size
         if batch % self.world.size:
             raise ValueError(f"prompts_per_iteration × group_size = {batch} samples do not split over "
@@ -138,34 +177,81 @@ class GRPOTrainer:
         shape = tuple(self.policy.latent_shape)
         noise = torch.cat([torch.randn((1, *shape), generator=torch.Generator().manual_seed(
             samplers.derive_seed(s, _INIT_NOISE_STREAM))) for s in seeds])
-        return noise.to(getattr(self.policy, "device", "cpu"))
+        return noise.to(getattr(self.policy, "device", "cpu"), getattr(self.policy, "dtype", torch.float32))
 
     # ----- rollout -------------------------------------------------------------------------------------------
+    def forward_precision(self):
+        """Autocast for every model forward (rollouts and training alike, so the first update stays on-policy)."""
+        dtype = self.config.train_dtype
+        if dtype == "float32":
+            return contextlib.nullcontext()
+        device = torch.device(getattr(self.policy, "device", "cpu"))
+        return torch.autocast(device.type, dtype=getattr(torch, dtype))
+
+    def denoise(self, x: torch.Tensor, t: float, cond: torch.Tensor) -> torch.Tensor:
+        with self.forward_precision():
+            return self.policy.denoise(x, t, cond, self.config.cfg)
+
+    def micro_batches(self, total: int, size: Optional[int]) -> List[slice]:
+        size = size or total
+        return [slice(start, min(total, start + size)) for start in range(0, total, size)]
+
     @torch.no_grad()
     def rollout(self, iteration: int) -> Rollout:
+        """Sample this rank's share of the iteration in micro-batches of ``sample_batch_size``; each micro-batch is
+        decoded and scored as soon as it is sampled (in a worker thread while the next one samples, where the
+        reward allows it). Per-sample seeds make the samples independent of how they are batched."""
         c = self.config
         all_prompts = self.iteration_prompts(iteration)
         mine = self.local_slice(len(all_prompts))
         prompts = all_prompts[mine]
         seeds = self.sample_seeds(iteration, range(mine.start, mine.stop))
-        cond = self.policy.encode_prompts(prompts)
-        x = self.initial_noise(seeds) * (float(self.times[0]) * self.noise_scale)
+        cond_all = self.policy.encode_prompts(prompts)
+        overlap = c.overlap_reward and not c.dense_rewards and getattr(self.reward_fn, "thread_safe", False)
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flow-cps-reward") if overlap else None
+        chunks, images, scored = [], [], []
+        reward_seconds = blocked = 0.0
+        try:
+            for rows in self.micro_batches(len(prompts), c.sample_batch_size):
+                cond = cond_all[rows]
+                x = self.initial_noise(seeds[rows]) * (float(self.times[0]) * self.noise_scale)
+                final, trajectory = samplers.sample_flow(
+                    lambda x_t, t: self.denoise(x_t, t, cond), x, self.times, rule=c.rule, eta=self.etas,
+                    window=self.sde_window(iteration), record=True, noise_scale=self.noise_scale,
+                    noise=samplers.StepNoise([samplers.derive_seed(s, _STEP_NOISE_STREAM) for s in seeds[rows]]))
+                decoded = self.policy.decode(final)
+                old = {i: samplers.log_prob(trajectory.samples[i], trajectory.means[i], trajectory.stds[i],
+                                            kind=c.log_prob_kind) for i in trajectory.stochastic_steps}
+                chunks.append(Chunk(rows, cond, trajectory, old))
+                images.append(decoded)
+                if pool is not None:
+                    scored.append(pool.submit(self._timed_reward, decoded, prompts[rows]))
+                else:
+                    scored.append(self._timed_reward(decoded, prompts[rows]))
+                    blocked += scored[-1][1]
+            if pool is not None:
+                wait_start = time.perf_counter()
+                scored = [future.result() for future in scored]
+                blocked += time.perf_counter() - wait_start
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        rewards = torch.cat([r for r, _ in scored])
+        reward_seconds = sum(seconds for _, seconds in scored)
+        step_rewards = None
+        if c.dense_rewards:
+            start = time.perf_counter()
+            step_rewards = torch.cat([self._dense_rewards(chunk.trajectory, chunk.cond, prompts[chunk.rows],
+                                                          rewards[chunk.rows]) for chunk in chunks])
+            reward_seconds += time.perf_counter() - start
+            blocked += time.perf_counter() - start
+        return Rollout(prompts, chunks, torch.cat(images), rewards, step_rewards, reward_seconds=reward_seconds,
+                       blocked_seconds=blocked)
 
-        def denoise(x_t, t):
-            return self.policy.denoise(x_t, t, cond, c.cfg)
-
-        final, trajectory = samplers.sample_flow(
-            denoise, x, self.times, rule=c.rule, eta=self.etas, window=self.sde_window(iteration),
-            noise=samplers.StepNoise([samplers.derive_seed(s, _STEP_NOISE_STREAM) for s in seeds]), record=True,
-            noise_scale=self.noise_scale)
-        images = self.policy.decode(final)
-        reward_start = time.perf_counter()
+    def _timed_reward(self, images, prompts):
+        start = time.perf_counter()
         rewards = self._reward(images, prompts)
-        old = {i: samplers.log_prob(trajectory.samples[i], trajectory.means[i], trajectory.stds[i],
-                                    kind=c.log_prob_kind) for i in trajectory.stochastic_steps}
-        step_rewards = self._dense_rewards(trajectory, cond, prompts, rewards) if c.dense_rewards else None
-        return Rollout(prompts, cond, trajectory, images, rewards, old, step_rewards,
-                       reward_seconds=time.perf_counter() - reward_start)
+        return rewards, time.perf_counter() - start
 
     def _reward(self, images, prompts) -> torch.Tensor:
         return evaluate_reward(self.reward_fn, images, prompts).rewards.cpu()
@@ -174,8 +260,8 @@ class GRPOTrainer:
         """R[:, i] = reward of the ODE completion of the latent entering step i; R[:, N] = the final reward."""
         columns = []
         for i, latent in enumerate(trajectory.latents):
-            completed = samplers.sample_flow(lambda x_t, t: self.policy.denoise(x_t, t, cond, self.config.cfg),
-                                             latent, self.times[i:], rule="ode")
+            completed = samplers.sample_flow(lambda x_t, t: self.denoise(x_t, t, cond), latent, self.times[i:],
+                                             rule="ode")
             columns.append(self._reward(self.policy.decode(completed), prompts))
         return torch.stack(columns + [final_rewards], dim=1)
 
@@ -190,7 +276,7 @@ class GRPOTrainer:
 
     def selected_steps(self, rollout: Rollout, iteration: int) -> List[int]:
         c = self.config
-        candidates = rollout.trajectory.stochastic_steps
+        candidates = rollout.stochastic_steps
         if not candidates:
             raise ValueError("no stochastic step in the rollout: raise η or widen the SDE window")
         count = max(1, int(len(candidates) * c.timestep_fraction)) if c.timestep_selection == "first" \
@@ -202,56 +288,111 @@ class GRPOTrainer:
         return [candidates[k] for k in sorted(order)]
 
     # ----- training ------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
     def train_mode(self):
-        mode = getattr(self.policy, "train_mode", None)
-        return mode() if mode is not None else contextlib.nullcontext()
+        """Around every training forward and backward: the policy's own train mode (e.g. the host's
+        differentiable kernels) and, with ``gradient_checkpointing``, its blocks checkpointed."""
+        with contextlib.ExitStack() as stack:
+            mode = getattr(self.policy, "train_mode", None)
+            if mode is not None:
+                stack.enter_context(mode())
+            if self.config.gradient_checkpointing:
+                stack.callback(checkpoint_blocks(self.checkpointed_modules))
+            yield
+
+    def training_batches(self, rollout: Rollout) -> List[slice]:
+        return self.micro_batches(len(rollout.prompts), self.config.train_batch_size or self.config.sample_batch_size)
+
+    @staticmethod
+    def rows(rollout: Rollout, field: str, i: int, rows: slice) -> torch.Tensor:
+        """``trajectory.<field>[i]`` of rows ``rows``, gathered from the rollout micro-batches that hold them."""
+        parts = []
+        for chunk in rollout.chunks:
+            lo, hi = max(rows.start, chunk.rows.start), min(rows.stop, chunk.rows.stop)
+            if lo < hi:
+                value = getattr(chunk.trajectory, field)[i]
+                parts.append(value[lo - chunk.rows.start:hi - chunk.rows.start])
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def _transition(self, rollout, i, rows, cond):
+        """Mean and std of step i for rows ``rows`` under the current policy (differentiable)."""
+        traj = rollout.chunks[0].trajectory
+        t, t_next = float(self.times[i]), float(self.times[i + 1])
+        x = self.rows(rollout, "latents", i, rows)
+        denoised = self.denoise(x, t, cond)
+        mean, std = samplers.transition_mean(traj.rules[i], x, denoised, t, t_next, eta=traj.etas[i])
+        return x, mean, std * self.noise_scale
+
+    def _old_log_probs(self, rollout: Rollout, steps: List[int], batches: List[slice], conds) -> Dict[int, list]:
+        """Log-probs of the behaviour policy in the training micro-batches: the rollout's own when they are its
+        micro-batches; else recomputed before any update (a model's output can depend on the batch it runs in, and
+        the first update must be exactly on-policy)."""
+        if [(b.start, b.stop) for b in batches] == [(ch.rows.start, ch.rows.stop) for ch in rollout.chunks]:
+            return {i: [chunk.old_log_probs[i] for chunk in rollout.chunks] for i in steps}
+        old = {}
+        with torch.no_grad(), self.train_mode():
+            for i in steps:
+                old[i] = [samplers.log_prob(self.rows(rollout, "samples", i, rows),
+                                            *self._transition(rollout, i, rows, cond)[1:],
+                                            kind=self.config.log_prob_kind) for rows, cond in zip(batches, conds)]
+        return old
 
     def train_on(self, rollout: Rollout, advantages: torch.Tensor, steps: List[int]) -> dict:
+        """Gradient accumulation over (trained step, training micro-batch) pairs: each pair's loss is weighted by its
+        share of the batch, so an optimizer step (every ``gradient_accumulation`` trained steps) makes exactly the
+        full-batch update. Memory holds one micro-batch's activations at a time."""
         c = self.config
-        traj = rollout.trajectory
-        stats = {"loss": [], "ratio_mean": [], "ratio_min": [], "ratio_max": [], "clip_fraction": [], "kl": [],
-                 "grad_norm": []}
-        micro = 0
+        total = len(rollout.prompts)
+        batches = self.training_batches(rollout)
+        cond_all = torch.cat([chunk.cond for chunk in rollout.chunks])
+        conds = [cond_all[rows] for rows in batches]
+        old = self._old_log_probs(rollout, steps, batches, conds)
+        per_step = []
+        trained = 0
         self.optimizer.zero_grad(set_to_none=True)
+        grad_norms = []
         for _ in range(c.inner_epochs):
             for i in steps:
-                t, t_next = float(self.times[i]), float(self.times[i + 1])
-                x = traj.latents[i]
-                with self.train_mode():
-                    denoised = self.policy.denoise(x, t, rollout.cond, c.cfg)
-                    mean, std = samplers.transition_mean(traj.rules[i], x, denoised, t, t_next, eta=traj.etas[i])
-                    std = std * self.noise_scale
-                    log_prob = samplers.log_prob(traj.samples[i], mean, std, kind=c.log_prob_kind)
-                    adv = advantages[:, i] if advantages.dim() == 2 else advantages
-                    out = clipped_policy_loss(log_prob, rollout.old_log_probs[i], adv.to(log_prob.device),
-                                              c.clip_range)
-                    loss = out["loss"]
-                    kl = torch.zeros(())
-                    if c.beta > 0:
-                        with torch.no_grad(), self.policy.reference():
-                            ref = self.policy.denoise(x, t, rollout.cond, c.cfg)
-                            ref_mean, _ = samplers.transition_mean(traj.rules[i], x, ref, t, t_next,
-                                                                   eta=traj.etas[i])
-                        kl = samplers.gaussian_kl_equal_std(mean, ref_mean, std, kind=c.kl_kind).mean()
-                        loss = loss + c.beta * kl
-                    (loss / c.gradient_accumulation).backward()
-                micro += 1
-                for key in ("ratio_mean", "ratio_min", "ratio_max", "clip_fraction"):
-                    stats[key].append(float(out[key]))
-                stats["loss"].append(float(loss.detach()))
-                stats["kl"].append(float(kl.detach()))
-                if micro % c.gradient_accumulation == 0:
-                    stats["grad_norm"].append(self._optimizer_step())
-        if micro % c.gradient_accumulation:
-            stats["grad_norm"].append(self._optimizer_step())
+                step_stats = {"loss": 0.0, "kl": 0.0, "ratio_mean": 0.0, "clip_fraction": 0.0,
+                              "ratio_min": float("inf"), "ratio_max": float("-inf")}
+                for k, (rows, cond) in enumerate(zip(batches, conds)):
+                    share = (rows.stop - rows.start) / total
+                    with self.train_mode():
+                        _, mean, std = self._transition(rollout, i, rows, cond)
+                        log_prob = samplers.log_prob(self.rows(rollout, "samples", i, rows), mean, std,
+                                                     kind=c.log_prob_kind)
+                        adv = advantages[rows, i] if advantages.dim() == 2 else advantages[rows]
+                        out = clipped_policy_loss(log_prob, old[i][k], adv.to(log_prob.device), c.clip_range)
+                        loss = out["loss"]
+                        kl = torch.zeros(())
+                        if c.beta > 0:
+                            with torch.no_grad(), self.policy.reference():
+                                _, ref_mean, _ = self._transition(rollout, i, rows, cond)
+                            kl = samplers.gaussian_kl_equal_std(mean, ref_mean, std, kind=c.kl_kind).mean()
+                            loss = loss + c.beta * kl
+                        (loss * (share / c.gradient_accumulation)).backward()
+                    step_stats["loss"] += float(loss.detach()) * share
+                    step_stats["kl"] += float(kl.detach()) * share
+                    step_stats["ratio_mean"] += float(out["ratio_mean"]) * share
+                    step_stats["clip_fraction"] += float(out["clip_fraction"]) * share
+                    step_stats["ratio_min"] = min(step_stats["ratio_min"], float(out["ratio_min"]))
+                    step_stats["ratio_max"] = max(step_stats["ratio_max"], float(out["ratio_max"]))
+                per_step.append(step_stats)
+                trained += 1
+                if trained % c.gradient_accumulation == 0:
+                    grad_norms.append(self._optimizer_step())
+        if trained % c.gradient_accumulation:
+            grad_norms.append(self._optimizer_step())
+        n = len(per_step)
         return {
-            "loss": sum(stats["loss"]) / len(stats["loss"]), "kl": sum(stats["kl"]) / len(stats["kl"]),
-            "ratio_mean": sum(stats["ratio_mean"]) / len(stats["ratio_mean"]),
-            "ratio_min": min(stats["ratio_min"]), "ratio_max": max(stats["ratio_max"]),
-            "first_ratio_mean": stats["ratio_mean"][0], "first_ratio_min": stats["ratio_min"][0],
-            "first_ratio_max": stats["ratio_max"][0],
-            "clip_fraction": sum(stats["clip_fraction"]) / len(stats["clip_fraction"]),
-            "grad_norm": max(stats["grad_norm"]) if stats["grad_norm"] else 0.0,
+            "loss": sum(s["loss"] for s in per_step) / n, "kl": sum(s["kl"] for s in per_step) / n,
+            "ratio_mean": sum(s["ratio_mean"] for s in per_step) / n,
+            "ratio_min": min(s["ratio_min"] for s in per_step), "ratio_max": max(s["ratio_max"] for s in per_step),
+            "first_ratio_mean": per_step[0]["ratio_mean"], "first_ratio_min": per_step[0]["ratio_min"],
+            "first_ratio_max": per_step[0]["ratio_max"], "first_kl": per_step[0]["kl"],
+            "clip_fraction": sum(s["clip_fraction"] for s in per_step) / n,
+            "grad_norm": max(grad_norms) if grad_norms else 0.0,
+            "train_micro_batches": len(batches),
         }
 
     def _optimizer_step(self) -> float:
@@ -276,13 +417,14 @@ class GRPOTrainer:
         metrics = {
             "iteration": iteration, "reward_mean": float(all_rewards.mean()), "reward_std": float(all_rewards.std()),
             "trained_steps": steps, **train_stats,
-            "time_rollout": rolled - start - rollout.reward_seconds, "time_reward": rollout.reward_seconds,
+            "time_rollout": rolled - start - rollout.blocked_seconds, "time_reward": rollout.reward_seconds,
             "time_train": done - rolled,
         }
         if rollout.step_rewards is not None:
             metrics["step_advantage_abs_mean"] = advantages.abs().mean(dim=0).tolist()
             metrics["dense_reward_start"] = float(rollout.step_rewards[:, 0].mean())
-            metrics["dense_extra_reward_calls"] = len(rollout.trajectory.latents)  # one ODE look-ahead + reward each
+            # one ODE look-ahead + reward per step and micro-batch
+            metrics["dense_extra_reward_calls"] = sum(len(ch.trajectory.latents) for ch in rollout.chunks)
         self.iteration += 1
         self.history.append(metrics)
         self.log(f"iteration {iteration}: reward {metrics['reward_mean']:.4f} ± {metrics['reward_std']:.4f}, "
