@@ -20,6 +20,7 @@ import torch
 from comfy.weight_adapter import LoRAAdapter
 from comfy.weight_adapter.base import WeightAdapterTrainBase
 
+from ..training.checkpointing import model_blocks
 from ..training.saved_tensors import private_saved_activations
 from .comfy_sampling import noise_scale
 from .host_compat import DEEPCOPY, autograd_kernels, trainable_copy_strategy
@@ -178,6 +179,11 @@ class ComfyPolicy:
         and autograd keeps private copies of what it saves: Flux-style blocks update their input in place."""
         with autograd_kernels(comfy.model_management), private_saved_activations():
             yield
+
+    def checkpoint_modules(self):
+        """The diffusion model's blocks (double/single blocks, joint blocks, layers and refiners, …), as the stock
+        TrainLoraNode checkpoints them."""
+        return model_blocks(self.guider.model_patcher.model.diffusion_model)
 
     def trainable_parameters(self):
         return self.lora.parameters()

@@ -13,7 +13,8 @@ from ..samplers import DEFAULT_ETA, LOG_PROB_KINDS
 from ..training.calibration import SIGMA_RULES
 from ..training.grpo_config import GRPOConfig
 from .lora_presets import AUTO, PRESETS
-from .grpo_run import calibrate_exploration_in_comfy, lora_metadata, save_lora_file, train_lora_grpo
+from .grpo_run import (calibrate_exploration_in_comfy, is_toy_model, lora_metadata, save_lora_file,
+                       train_lora_grpo)
 from .reward_nodes import RewardType
 from .sampler_nodes import EtaScheduleType
 
@@ -132,6 +133,20 @@ class GRPOTrainLoRA(io.ComfyNode):
                                 tooltip="Empty = new run; 'latest' = the newest checkpoint of this run_name; or a "
                                         "checkpoint path (relative to the output folder). Set iterations to the new "
                                         "total."),
+                io.Int.Input("sample_batch_size", default=4, min=1, max=256,
+                             tooltip="Samples per rollout forward (memory of sampling; the update does not change). "
+                                     "Each micro-batch is decoded and scored as soon as it is sampled."),
+                io.Int.Input("train_batch_size", default=4, min=1, max=256,
+                             tooltip="Samples per training forward/backward: the training memory grows with it, the "
+                                     "update does not change. Equal to sample_batch_size trains exactly the rollout's "
+                                     "batches; another size costs one extra forward per trained step."),
+                io.Combo.Input("gradient_checkpointing", options=["auto", "on", "off"], default="auto",
+                               tooltip="Recompute each block's activations in backward: far less memory for about "
+                                       "a third more training compute. auto = on for every model but the toy."),
+                io.Combo.Input("train_dtype", options=["float32", "bfloat16", "float16"], default="float32",
+                               tooltip="Autocast for every model forward of the run (rollouts and training): "
+                                       "float32 = none, the model runs as ComfyUI loaded it. LoRA weights, optimizer "
+                                       "state and log-probs stay float32."),
                 io.Clip.Input("clip", optional=True,
                               tooltip="The model's text encoder (as for CLIP Text Encode). Not needed for the toy "
                                       "digit model."),
@@ -158,7 +173,8 @@ class GRPOTrainLoRA(io.ComfyNode):
     def execute(cls, model, vae, reward, latent, prompts, negative, cfg, rule, eta, steps, scheduler,
                 sde_start_step, sde_end_step, group_size, prompts_per_iteration, iterations, lora_rank, lora_alpha,
                 lora_targets, learning_rate, beta, clip_range, log_prob_kind, dense_rewards, seed, checkpoint_every,
-                run_name, resume_from, clip=None, positive=None, negative_conditioning=None, sampler=None,
+                run_name, resume_from, sample_batch_size, train_batch_size, gradient_checkpointing, train_dtype,
+                clip=None, positive=None, negative_conditioning=None, sampler=None,
                 eta_schedule=None) -> io.NodeOutput:
         rule, etas, window, log_prob_kind = sampling_settings(rule, eta, sde_start_step, sde_end_step, steps,
                                                               log_prob_kind, sampler, eta_schedule)
@@ -167,7 +183,10 @@ class GRPOTrainLoRA(io.ComfyNode):
                             log_prob_kind=log_prob_kind, beta=beta, clip_range=clip_range,
                             dense_rewards=dense_rewards, lr=learning_rate, lora_rank=lora_rank,
                             lora_alpha=lora_alpha, iterations=iterations, seed=seed,
-                            checkpoint_every=checkpoint_every)
+                            sample_batch_size=sample_batch_size, train_batch_size=train_batch_size,
+                            gradient_checkpointing=gradient_checkpointing == "on" or (
+                                gradient_checkpointing == "auto" and not is_toy_model(model)),
+                            train_dtype=train_dtype, checkpoint_every=checkpoint_every)
         result = train_lora_grpo(model=model, vae=vae, reward=reward, prompts_text=prompts, negative_text=negative,
                                  clip=clip, latent_shape=latent_shape(model, latent), config=config,
                                  scheduler=scheduler, lora_targets=lora_targets, run_name=run_name,

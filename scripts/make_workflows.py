@@ -110,10 +110,11 @@ LORA_TARGETS = "*attn.qkv, *attn.proj, *mlp.fc1, *mlp.fc2"
 
 def trainer_widgets(prompts=TOY_PROMPTS, negative="", cfg=1.0, rule="cps", eta=0.8, steps=4, scheduler="normal",
                     group_size=8, prompts_per_iteration=4, iterations=30, rank=8, alpha=8.0, targets=LORA_TARGETS,
-                    lr=1e-3, beta=0.0, clip_range=1e-2, seed=0, checkpoint_every=5, run_name="grpo_toy_cps"):
+                    lr=1e-3, beta=0.0, clip_range=1e-2, seed=0, checkpoint_every=5, run_name="grpo_toy_cps",
+                    sample_batch_size=32, train_batch_size=32, gradient_checkpointing="auto", train_dtype="float32"):
     return [prompts, negative, cfg, rule, eta, steps, scheduler, 0, 100, group_size, prompts_per_iteration,
             iterations, rank, alpha, targets, lr, beta, clip_range, "gaussian", False, seed, "fixed",
-            checkpoint_every, run_name, ""]
+            checkpoint_every, run_name, "", sample_batch_size, train_batch_size, gradient_checkpointing, train_dtype]
 
 
 TRAINER_OUTPUTS = [("model", "MODEL"), ("lora", "LORA_MODEL"), ("reward_curve", "IMAGE"), ("run_info", "STRING")]
@@ -186,7 +187,7 @@ def grpo_sd35_pickscore():
                      trainer_widgets(prompts=SD35_PROMPTS, cfg=4.5, steps=10, group_size=8, prompts_per_iteration=2,
                                      iterations=300, rank=32, alpha=64.0, targets="*attn.qkv, *attn.proj", lr=3e-4,
                                      beta=0.01, clip_range=1e-4, checkpoint_every=10,
-                                     run_name="grpo_sd35_pickscore"),
+                                     run_name="grpo_sd35_pickscore", sample_batch_size=4, train_batch_size=4),
                      inputs=[("model", "MODEL", (ckpt, 0)), ("vae", "VAE", (ckpt, 2)),
                              ("reward", "REWARD", (reward, 0)), ("latent", "LATENT", (latent, 0)),
                              ("clip", "CLIP", (ckpt, 1))],

@@ -135,3 +135,22 @@ def test_checkpointing_is_undone_and_skipped_without_grad():
     assert out.grad_fn is None
     undo()
     assert not any("forward" in b.__dict__ for b in net.blocks)
+
+
+def test_checkpointed_blocks_accept_inputs_made_under_inference_mode():
+    from training.checkpointing import checkpointed
+    layer = torch.nn.Linear(4, 4)
+    with torch.inference_mode():
+        frozen_input = torch.ones(2, 4)  # as conditioning made by another ComfyUI node is
+    out = checkpointed(layer.forward)(frozen_input)
+    out.sum().backward()
+    assert layer.weight.grad is not None and float(layer.weight.grad.abs().sum()) > 0
+
+
+def test_checkpointed_blocks_may_return_none_in_their_tuple():
+    from training.checkpointing import checkpointed
+    layer = torch.nn.Linear(4, 4)
+    context, x = checkpointed(lambda h: (None, layer(h)))(torch.ones(2, 4))
+    assert context is None
+    x.sum().backward()
+    assert float(layer.weight.grad.abs().sum()) > 0

@@ -59,7 +59,7 @@ class _BlockCheckpoint(torch.autograd.Function):
             out = run(*args, **kwargs)
         ctx.single = torch.is_tensor(out)
         outs = (out,) if ctx.single else tuple(out)
-        if not all(torch.is_tensor(o) for o in outs):
+        if not all(o is None or torch.is_tensor(o) for o in outs):  # (SD3's last block returns (None, x))
             raise TypeError("gradient checkpointing needs blocks that return tensors or tuples of tensors")
         return outs[0] if ctx.single else outs
 
@@ -73,7 +73,7 @@ class _BlockCheckpoint(torch.autograd.Function):
             args, kwargs = _fill(ctx.skeleton, [t.clone() for t in inputs])
             out = ctx.run(*args, **kwargs)
         outs = (out,) if torch.is_tensor(out) else tuple(out)
-        pairs = [(o, g) for o, g in zip(outs, grads) if o.requires_grad and g is not None]
+        pairs = [(o, g) for o, g in zip(outs, grads) if o is not None and o.requires_grad and g is not None]
         if pairs:
             torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
         return (None, None, None, None, *[t.grad if t.requires_grad else None for t in inputs])
@@ -86,6 +86,8 @@ def checkpointed(forward: Callable) -> Callable:
             return forward(*args, **kwargs)
         tensors: list = []
         skeleton = _flatten((args, kwargs), tensors)
+        # tensors made under inference_mode (e.g. by another ComfyUI node) cannot be saved for backward: copy them
+        tensors = [t.clone() if t.is_inference() else t for t in tensors]
         # the anchor makes the outputs require grad even when no input does, so the LoRA inside gets its gradient
         anchor = torch.empty(0, requires_grad=True)
         return _BlockCheckpoint.apply(forward, skeleton, len(tensors), anchor, *tensors)

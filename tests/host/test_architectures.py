@@ -115,7 +115,10 @@ def test_grpo_trains_a_lora_that_the_stock_loader_applies(comfy, arch):
             "prompts_per_iteration": 2, "iterations": 2, "lora_rank": 4, "lora_alpha": 4.0, "lora_targets": "auto",
             "learning_rate": 1e-2, "beta": 0.01, "clip_range": 1e-2, "log_prob_kind": "gaussian",
             "dense_rewards": False, "seed": 0, "checkpoint_every": 0, "run_name": run_name, "resume_from": "",
-            "positive": ["22", 0], "negative_conditioning": ["3", 0]}},
+            "positive": ["22", 0], "negative_conditioning": ["3", 0],
+            # micro-batches of 2 for sampling and 1 for training, the blocks checkpointed (auto: on for these models)
+            "sample_batch_size": 2, "train_batch_size": 1, "gradient_checkpointing": "auto",
+            "train_dtype": "bfloat16" if arch == "sd3" else "float32"}},
         "25": {"class_type": "FlowCPS_SaveLoRA", "inputs": {"lora": ["24", 1], "filename_prefix": f"host/{arch}",
                                                             "run_info": ["24", 3]}},
     })
@@ -129,6 +132,8 @@ def test_grpo_trains_a_lora_that_the_stock_loader_applies(comfy, arch):
     assert metrics["model_copy"] == ("deepcopy" if version >= (0, 8) else "shared")
     assert all(np.isfinite(h["loss"]) and np.isfinite(h["kl"]) for h in metrics["history"])
     assert metrics["history"][-1]["grad_norm"] > 0
+    assert all(h["train_micro_batches"] == 4 and h["first_ratio_min"] == 1.0 == h["first_ratio_max"]
+               for h in metrics["history"][:1])
     path = entry["outputs"]["25"]["text"][0].removeprefix("saved ")
     with safe_open(path, "pt") as handle:
         keys = list(handle.keys())

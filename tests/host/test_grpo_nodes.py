@@ -22,7 +22,8 @@ def grpo_graph(run_name, iterations=12, resume_from="", checkpoint_every=2, seed
             "lora_rank": 8, "lora_alpha": 8.0, "lora_targets": "*attn.qkv, *attn.proj, *mlp.fc1, *mlp.fc2",
             "learning_rate": 1e-3, "beta": 0.0, "clip_range": 1e-2, "log_prob_kind": "gaussian",
             "dense_rewards": False, "seed": seed, "checkpoint_every": checkpoint_every, "run_name": run_name,
-            "resume_from": resume_from}},
+            "resume_from": resume_from, "sample_batch_size": 32, "train_batch_size": 32,
+            "gradient_checkpointing": "auto", "train_dtype": "float32"}},
         "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 2], "filename_prefix": f"host/{run_name}_curve"}},
     }
     if save:
