@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import os
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Sequence
 
@@ -21,6 +20,7 @@ from comfy.weight_adapter import LoRAAdapter
 from comfy.weight_adapter.base import WeightAdapterTrainBase
 
 from ..training.checkpointing import model_blocks
+from ..training.run_folders import checkpoint_dir
 from ..training.saved_tensors import private_saved_activations
 from .comfy_sampling import noise_scale
 from .host_compat import DEEPCOPY, autograd_kernels, trainable_copy_strategy
@@ -247,11 +247,6 @@ def train_grpo_in_comfy(model_patcher, host: HostRun, latent_shape, sigmas, seed
     guider.set_conds(first.positive, first.negative)
     noise = torch.zeros((1, *latent_shape))
     guider.sample(noise, torch.zeros_like(noise), GRPOSampler(host), sigmas, seed=seed, disable_pbar=True)
-
-
-def checkpoint_dir(output_dir: str, run_name: str) -> str:
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in run_name.strip()) or "grpo"
-    return os.path.join(output_dir, "flow_cps_grpo", safe)
 
 
 __all__ = ["trainable_clone", "HostLoRA", "ComfyPolicy", "PromptConds", "HostRun",

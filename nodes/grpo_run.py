@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from dataclasses import dataclass
 from typing import Callable, List, Optional
 
@@ -16,14 +15,16 @@ import folder_paths
 import torch
 from safetensors.torch import save_file
 
+from ..training import run_folders
 from ..training.calibration import calibrate_exploration
+from ..training.checkpoint import CHECKPOINT_NAME, atomic_write
 from ..training.grpo_config import GRPOConfig
 from ..training.toy_model import ToyDiT
 from ..training.toy_prompts import encode_prompts as toy_encode
 from ..training.trainer import GRPOTrainer, reward_curve
 from .comfy_sampling import require_flow_model
 from .lora_presets import resolve_targets
-from .grpo_host import HostLoRA, HostRun, PromptConds, checkpoint_dir, train_grpo_in_comfy, trainable_clone
+from .grpo_host import HostLoRA, HostRun, PromptConds, train_grpo_in_comfy, trainable_clone
 
 CHART_EVENT = "flow_cps.grpo"
 log = logging.getLogger("flow_cps")
@@ -93,12 +94,9 @@ def lora_metadata(run_info: dict) -> dict:
 
 
 def save_lora_file(lora_sd: dict, path: str, metadata: Optional[dict] = None) -> str:
-    """Atomic safetensors write (temporary file in the same folder, then rename)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    save_file({k: v.detach().float().cpu().contiguous() for k, v in lora_sd.items()}, temporary, metadata=metadata)
-    os.replace(temporary, path)
-    return path
+    """Atomic safetensors write (temporary file in the same folder, fsynced, then renamed)."""
+    tensors = {k: v.detach().float().cpu().contiguous() for k, v in lora_sd.items()}
+    return atomic_write(path, lambda temporary: save_file(tensors, temporary, metadata=metadata))
 
 
 def _preview(images: torch.Tensor, max_images: int = 8):
@@ -113,43 +111,39 @@ def _preview(images: torch.Tensor, max_images: int = 8):
 
 def run_family(run_name: str) -> List[str]:
     """Existing folders of a run name: output/flow_cps_grpo/<name>, <name>_2, <name>_3, …"""
-    base = checkpoint_dir(folder_paths.get_output_directory(), run_name)
-    parent, stem = os.path.dirname(base), os.path.basename(base)
-    if not os.path.isdir(parent):
-        return []
-    pattern = re.compile(re.escape(stem) + r"(_\d+)?")
-    return [os.path.join(parent, f) for f in sorted(os.listdir(parent)) if pattern.fullmatch(f)]
+    return run_folders.run_family(folder_paths.get_output_directory(), run_name)
 
 
 def new_run_folder(run_name: str) -> str:
     """A folder no earlier run wrote to, so a new run never overwrites another run's checkpoint or LoRA."""
-    base = checkpoint_dir(folder_paths.get_output_directory(), run_name)
-    folder, k = base, 1
-    while os.path.exists(folder) and os.listdir(folder):
-        k += 1
-        folder = f"{base}_{k}"
-    return folder
+    return run_folders.new_run_folder(folder_paths.get_output_directory(), run_name)
 
 
 def resolve_resume(resume_from: str, run_name: str) -> Optional[str]:
-    """None for a new run; 'latest' = the newest checkpoint of this run name; else a path (absolute or relative
-    to the output folder)."""
-    text = (resume_from or "").strip()
-    if not text:
-        return None
-    if text == "latest":
-        found = [os.path.join(f, "checkpoint.pt") for f in run_family(run_name)
-                 if os.path.isfile(os.path.join(f, "checkpoint.pt"))]
-        if not found:
-            raise FileNotFoundError(f"resume_from 'latest': run '{run_name}' has no checkpoint in "
-                                    f"{checkpoint_dir(folder_paths.get_output_directory(), run_name)}(_N)/. Check "
-                                    "run_name, give a checkpoint path, or leave resume_from empty for a new run")
-        return max(found, key=os.path.getmtime)
-    path = text if os.path.isabs(text) else os.path.join(folder_paths.get_output_directory(), text)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"resume_from: no checkpoint at {path}. Use 'latest' for this run name's newest "
-                                "checkpoint, a path relative to the output folder, or leave it empty for a new run")
-    return path
+    """None for a new run; 'latest' = the newest checkpoint of this run name that holds a trained iteration; else a
+    checkpoint inside output/flow_cps_grpo/ (relative to the output folder, or absolute); see training.run_folders."""
+    return run_folders.resolve_resume(folder_paths.get_output_directory(), resume_from, run_name)
+
+
+def save_stopped_run(trainer: GRPOTrainer, lora, run_folder: str, checkpoint: str, run_info: dict) -> bool:
+    """After cancel or an error: nothing trained is lost (the LoRA so far and a resumable checkpoint), but a run that
+    trained no iteration, or whose LoRA went non-finite, writes nothing (so 'latest' never picks it; the last good
+    checkpoint stays). Never raises: the original error is what the user needs to see."""
+    try:
+        skipped = trainer.save_stopped(checkpoint)
+        if skipped is not None:
+            log.warning("flow-cps GRPO stopped at iteration %d: %s, so no checkpoint or LoRA was saved in %s",
+                        trainer.iteration, skipped, run_folder)
+            return False
+        saved = save_lora_file(lora.state_dict(), os.path.join(
+            run_folder, f"lora_stopped_at_{trainer.iteration:05d}.safetensors"),
+            lora_metadata({**run_info, "iterations": trainer.iteration}))
+    except Exception:
+        log.exception("flow-cps GRPO: saving the stopped run failed")
+        return False
+    log.warning("flow-cps GRPO stopped at iteration %d; saved %s and %s (resume_from 'latest')",
+                trainer.iteration, saved, checkpoint)
+    return True
 
 
 def prepare_run(model, prompts_text: str, config: GRPOConfig, scheduler: str, what: str):
@@ -177,7 +171,9 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
     config.lora_targets = targets
     resume = resolve_resume(resume_from, run_name)
     run_folder = os.path.dirname(resume) if resume else new_run_folder(run_name)  # resuming continues in place
-    checkpoint = os.path.join(run_folder, "checkpoint.pt")
+    if not run_folders.is_run_folder(run_folder, folder_paths.get_output_directory()):  # resolve_resume ensures it
+        raise RuntimeError(f"flow-cps: refusing to write a run outside output/flow_cps_grpo/ ({run_folder})")
+    checkpoint = os.path.join(run_folder, CHECKPOINT_NAME)
     run_info = {"base_model": model_description(model), "rule": config.rule, "eta": config.eta,
                 "reward": getattr(reward, "name", type(reward).__name__), "prompts": prompts,
                 "lora_rank": config.lora_rank, "lora_alpha": config.lora_alpha, "lora_preset": preset,
@@ -208,13 +204,7 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
             try:
                 trainer.train(checkpoint_path=checkpoint, on_iteration=lambda m: report(trainer, m))
             except BaseException:
-                # nothing trained is lost: the LoRA so far and a resumable checkpoint
-                trainer.save_checkpoint(checkpoint)
-                saved = save_lora_file(lora.state_dict(), os.path.join(
-                    run_folder, f"lora_stopped_at_{trainer.iteration:05d}.safetensors"),
-                    lora_metadata({**run_info, "iterations": trainer.iteration}))
-                log.warning("flow-cps GRPO stopped at iteration %d; saved %s and %s (resume_from 'latest')",
-                            trainer.iteration, saved, checkpoint)
+                save_stopped_run(trainer, lora, run_folder, checkpoint, run_info)
                 raise
             run_info["iterations"] = trainer.iteration
             run_info["history"] = trainer.history

@@ -130,9 +130,11 @@ class GRPOTrainLoRA(io.ComfyNode):
                                 tooltip="Folder under output/flow_cps_grpo/ (a new run never overwrites an earlier "
                                         "one: it goes to <run_name>_2, _3, …)."),
                 io.String.Input("resume_from", default="",
-                                tooltip="Empty = new run; 'latest' = the newest checkpoint of this run_name; or a "
-                                        "checkpoint path (relative to the output folder). Set iterations to the new "
-                                        "total."),
+                                tooltip="Empty = new run; 'latest' = the newest checkpoint of this run_name that "
+                                        "trained an iteration; or a checkpoint (or run folder) inside "
+                                        "output/flow_cps_grpo/, relative to the output folder, e.g. "
+                                        "flow_cps_grpo/my_run/checkpoint.safetensors. The settings set now win "
+                                        "(learning rate etc.). Set iterations to the new total."),
                 io.Int.Input("sample_batch_size", default=4, min=1, max=256,
                              tooltip="Samples per rollout forward (memory of sampling; the update does not change). "
                                      "Each micro-batch is decoded and scored as soon as it is sampled."),

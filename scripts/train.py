@@ -3,8 +3,9 @@
     python scripts/train.py --rule cps --iterations 30 --out out/grpo_cps
     torchrun --nproc-per-node 2 scripts/train.py --rule cps     # same run spread over 2 processes (gloo)
 
-Writes <out>/metrics.json (one record per iteration), <out>/reward_curve.png, <out>/checkpoint.pt (resume with
---resume) and <out>/lora.safetensors (ComfyUI LoRA format, loads with LoraLoaderModelOnly on the toy model).
+Writes <out>/metrics.json (one record per iteration), <out>/reward_curve.png, <out>/checkpoint.safetensors (resume
+with --resume) and <out>/lora.safetensors (ComfyUI LoRA format, loads with LoraLoaderModelOnly on the toy model).
+An old <out>/checkpoint.pt (v1) is not read: convert it with scripts/convert_checkpoint_v1.py.
 """
 import argparse
 import json
@@ -19,6 +20,7 @@ from PIL import Image  # noqa: E402
 from training.rewards import DigitReward  # noqa: E402
 from training.grpo_config import GRPOConfig  # noqa: E402
 from training.toy_policy import toy_policy  # noqa: E402
+from training.checkpoint import CHECKPOINT_NAME, CheckpointError, v1_hint  # noqa: E402
 from training.trainer import GRPOTrainer, reward_curve  # noqa: E402
 
 
@@ -37,7 +39,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prompts", default="a handwritten 5,a handwritten 1,a handwritten 8,a handwritten 7")
     parser.add_argument("--out", default="out/grpo")
-    parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    parser.add_argument("--resume", action="store_true", help=f"continue from <out>/{CHECKPOINT_NAME}")
     args = parser.parse_args()
     torch.set_num_threads(max(1, 2 // int(os.environ.get("WORLD_SIZE", "1"))))
     if "WORLD_SIZE" in os.environ:
@@ -48,9 +50,14 @@ def main():
                         clip_range=args.clip_range, beta=args.beta, dense_rewards=args.dense,
                         iterations=args.iterations, seed=args.seed, checkpoint_every=5)
     trainer = GRPOTrainer(toy_policy(seed=args.seed), DigitReward(), config, log=print)
-    checkpoint = os.path.join(args.out, "checkpoint.pt")
+    checkpoint = os.path.join(args.out, CHECKPOINT_NAME)
     if args.resume:
-        trainer.load_checkpoint(checkpoint)
+        if not os.path.isfile(checkpoint):
+            sys.exit(f"--resume: no checkpoint at {checkpoint}.{v1_hint(args.out)}")
+        try:
+            trainer.load_checkpoint(checkpoint)
+        except CheckpointError as e:
+            sys.exit(f"--resume: {e}")
     trainer.train(checkpoint_path=checkpoint)
     if trainer.world.rank == 0:
         from safetensors.torch import save_file
@@ -61,7 +68,7 @@ def main():
         save_file(trainer.policy.lora_state_dict(), os.path.join(args.out, "lora.safetensors"),
                   metadata={"base_model": "flow-cps toy DiT", "rule": args.rule, "reward": "digit",
                             "iterations": str(trainer.iteration)})
-        for name in ("metrics.json", "reward_curve.png", "lora.safetensors", "checkpoint.pt"):
+        for name in ("metrics.json", "reward_curve.png", "lora.safetensors", CHECKPOINT_NAME):
             print(f"wrote {os.path.join(args.out, name)}")
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

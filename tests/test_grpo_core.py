@@ -146,9 +146,9 @@ def test_resume_is_bit_exact(tmp_path):
     straight = make_trainer(iterations=4)
     straight.train()
     first = make_trainer(iterations=4)
-    first.train(iterations=2, checkpoint_path=str(tmp_path / "ckpt.pt"))
+    first.train(iterations=2, checkpoint_path=str(tmp_path / "ckpt.safetensors"))
     resumed = make_trainer(iterations=4)
-    resumed.load_checkpoint(str(tmp_path / "ckpt.pt"))
+    resumed.load_checkpoint(str(tmp_path / "ckpt.safetensors"))
     assert resumed.iteration == 2
     resumed.train()
     keys = ("reward_mean", "loss", "ratio_mean", "grad_norm")

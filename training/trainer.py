@@ -22,7 +22,6 @@ A reward is a callable ``(images, prompts) -> tensor [B]`` (training.rewards con
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
+from . import checkpoint as checkpoints
 from ._host import plots, samplers
 from .checkpointing import checkpoint_blocks
 from .grpo_config import GRPOConfig
@@ -442,6 +442,7 @@ class GRPOTrainer:
         target = self.config.iterations if iterations is None else iterations
         while self.iteration < target:
             metrics = self.step()
+            self.check_finite()  # before anything reports or checkpoints a broken LoRA
             if on_iteration is not None:
                 on_iteration(metrics)
             every = self.config.checkpoint_every
@@ -451,29 +452,85 @@ class GRPOTrainer:
 
     # ----- checkpoints ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"format": "flow-cps grpo checkpoint v1", "iteration": self.iteration, "history": self.history,
+        return {"format": checkpoints.FORMAT, "iteration": self.iteration, "history": self.history,
                 "config": self.config.to_dict(), "lora": self.policy.lora_state_dict(),
                 "optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
 
+    def non_finite_lora(self, state: Optional[dict] = None) -> Optional[str]:
+        """The name of a LoRA tensor holding NaN or ±inf, None when all are finite. Without ``state`` the trainable
+        parameters are checked first (cheap) and the LoRA state dict is only read to name the bad tensor."""
+        fallback = None
+        if state is None:
+            if all(bool(torch.isfinite(p.detach()).all()) for p in self.params):
+                return None
+            state, fallback = self.policy.lora_state_dict(), "a trainable parameter"
+        for name, value in state.items():
+            if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                return name
+        return fallback
+
+    def check_finite(self, state: Optional[dict] = None) -> None:
+        """Raise NonFiniteLoRA when the last trained iteration left NaN/inf in the LoRA."""
+        bad = self.non_finite_lora(state)
+        if bad is not None:
+            raise NonFiniteLoRA(
+                f"GRPO iteration {self.iteration - 1} left a non-finite LoRA (NaN/inf in {bad}); it was not "
+                "checkpointed, the last checkpoint written stays as it was. Lower the learning rate or clip_range, "
+                "check the reward for NaN, then resume from the last checkpoint", self.iteration - 1)
+
     def save_checkpoint(self, path: str) -> None:
-        """Atomic: written to a temporary file in the same folder, then renamed over ``path``."""
+        """One safetensors file (tensors + the rest as JSON metadata, see training.checkpoint), written atomically:
+        a temporary file in the same folder, fsynced, then renamed over ``path``. A checkpoint always holds at
+        least one trained iteration and a finite LoRA."""
         if self.world.rank != 0:
             return
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        temporary = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-        torch.save(self.state_dict(), temporary)
-        os.replace(temporary, path)
+        if self.iteration < 1:
+            raise ValueError("no GRPO iteration trained yet: nothing to checkpoint")
+        state = self.state_dict()
+        self.check_finite(state["lora"])
+        checkpoints.write_checkpoint(path, state)
+
+    def save_stopped(self, path: str) -> Optional[str]:
+        """After cancel or an error: checkpoint what was trained, unless that would be a checkpoint 'latest' must not
+        pick. Returns None when saved, else why nothing was written (no trained iteration yet; a non-finite LoRA,
+        whose last good checkpoint stays)."""
+        if self.iteration < 1:
+            return "no iteration was trained"
+        bad = self.non_finite_lora()
+        if bad is not None:
+            return f"the LoRA is non-finite (NaN/inf in {bad})"
+        self.save_checkpoint(path)
+        return None
 
     def load_checkpoint(self, path: str) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        if state.get("format") != "flow-cps grpo checkpoint v1":
-            raise ValueError(f"{path} is not a flow-cps GRPO checkpoint")
+        """Resume from a checkpoint: LoRA, optimizer moments, iteration, history and RNG come from the file; the
+        optimizer settings set now (lr, weight_decay, betas, eps, …) win over the ones stored in it.
+
+        Never unpickles: a v1 ``torch.save`` checkpoint raises CheckpointError saying how to convert it."""
+        state = checkpoints.read_checkpoint(path)
+        missing = [k for k in ("lora", "optimizer", "iteration", "history", "torch_rng") if k not in state]
+        if missing:
+            raise checkpoints.CheckpointError(f"{path}: the checkpoint misses {missing}")
         self.policy.load_lora_state_dict(state["lora"])
+        now = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
-        self.iteration = state["iteration"]
+        for group, settings in zip(self.optimizer.param_groups, now):
+            changed = {k: (group[k], v) for k, v in settings.items() if k in group and group[k] != v}
+            if changed:
+                self.log("resume: optimizer settings set now replace the checkpoint's: " + ", ".join(
+                    f"{k} {old} -> {new}" for k, (old, new) in changed.items()))
+            group.update(settings)
+        self.iteration = int(state["iteration"])
         self.history = list(state["history"])
         torch.set_rng_state(state["torch_rng"])
+
+
+class NonFiniteLoRA(FloatingPointError):
+    """A trained iteration produced NaN/inf in the LoRA (``iteration``: that iteration, 0-based)."""
+
+    def __init__(self, message: str, iteration: int):
+        super().__init__(message)
+        self.iteration = iteration
 
 
 def reward_curve(history: List[dict], title: str = "GRPO reward") -> torch.Tensor:
@@ -486,4 +543,4 @@ def reward_curve(history: List[dict], title: str = "GRPO reward") -> torch.Tenso
                                                        [m + s for m, s in zip(mean, std)])})
 
 
-__all__ = ["GRPOTrainer", "Rollout", "World", "reward_curve"]
+__all__ = ["GRPOTrainer", "NonFiniteLoRA", "Rollout", "World", "reward_curve"]

@@ -48,7 +48,7 @@ def test_grpo_on_the_toy_model_raises_the_reward_and_streams_the_chart(comfy):
     curve = comfy.output_images(entry, node_id="5")
     assert curve and curve[0].shape[2] == 3
     run_folder = os.path.join(comfy.output_dir, "flow_cps_grpo", "host_rise")
-    assert {"checkpoint.pt", "lora_final.safetensors", "metrics.json"} <= set(os.listdir(run_folder))
+    assert {"checkpoint.safetensors", "lora_final.safetensors", "metrics.json"} <= set(os.listdir(run_folder))
     # a new run under the same name gets its own folder: the first run's files stay as they were
     first = open(os.path.join(run_folder, "metrics.json")).read()
     assert json.loads(first)["model_copy"] == "shared"  # the toy model has no cached loader to re-create it from
@@ -97,12 +97,34 @@ def test_interrupt_saves_a_checkpoint_and_resume_continues(comfy):
     entry, messages = comfy.wait(prompt_id, timeout=600, on_message=interrupt_after_three_iterations)
     assert entry["status"]["status_str"] != "success"
     files = os.listdir(run_folder)
-    assert "checkpoint.pt" in files and any(f.startswith("lora_stopped_at_") for f in files), files
+    assert "checkpoint.safetensors" in files and any(f.startswith("lora_stopped_at_") for f in files), files
     done = len(chart_events(messages)[-1]["history"])
     entry, messages = comfy.run(grpo_graph(run, iterations=done + 2, resume_from="latest", save=False), timeout=600)
     assert entry["status"]["status_str"] == "success", (comfy.execution_error(messages), comfy.log_tail())
     history = chart_events(messages)[-1]["history"]
     assert [h[0] for h in history] == list(range(len(history))) and len(history) == done + 2
+
+
+def test_resume_never_reads_a_file_outside_the_runs_folder_nor_unpickles_one(comfy, tmp_path):
+    import torch
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "marker"), "w"))
+
+    outside = tmp_path / "evil.pt"
+    torch.save({"format": "flow-cps grpo checkpoint v1", "x": Payload()}, str(outside))
+    uploaded = os.path.join(comfy.output_dir, "flow_cps_grpo", "host_evil", "checkpoint.safetensors")
+    os.makedirs(os.path.dirname(uploaded), exist_ok=True)
+    torch.save({"format": "flow-cps grpo checkpoint v1", "x": Payload()}, uploaded)  # as an upload could place it
+    for resume, needle in ((str(outside), "not inside a run folder"), ("../../" + outside.name, "not inside a run"),
+                           ("flow_cps_grpo/host_evil/checkpoint.safetensors", "convert_checkpoint_v1.py")):
+        entry, messages = comfy.run(grpo_graph("host_evil", iterations=2, resume_from=resume, save=False),
+                                    timeout=600)
+        assert entry["status"]["status_str"] != "success"
+        assert needle in comfy.execution_error(messages)["exception_message"], comfy.execution_error(messages)
+    assert not (tmp_path / "marker").exists()
+    assert sorted(os.listdir(os.path.dirname(uploaded))) == ["checkpoint.safetensors"]  # the run wrote nothing
 
 
 def test_calibration_schedule_feeds_the_trainer_and_sampler_nodes(comfy):
