@@ -114,7 +114,9 @@ class GRPOTrainLoRA(io.ComfyNode):
                 io.Float.Input("learning_rate", default=1e-3, min=1e-7, max=1.0, step=1e-5,
                                tooltip="AdamW learning rate."),
                 io.Float.Input("beta", default=0.0, min=0.0, max=10.0, step=0.001,
-                               tooltip="KL penalty weight against the model without the LoRA (0 = off, faster)."),
+                               tooltip="KL penalty weight against the model without the LoRA (0 = off, faster). "
+                                       "The KL is the exact per-element Gaussian one; flow_grpo's is this × Δt, so "
+                                       "divide a β from a flow_grpo config by the step size Δt."),
                 io.Float.Input("clip_range", default=1e-2, min=1e-6, max=1.0, step=1e-4,
                                tooltip="PPO clip range ε of the probability ratio."),
                 io.Combo.Input("log_prob_kind", options=list(LOG_PROB_KINDS), default="gaussian",

@@ -241,3 +241,41 @@ def test_train_mode_of_the_policy_wraps_every_training_forward_and_backward_only
     trained = len(metrics["trained_steps"])
     assert calls["inside"] == 2 * trained  # policy and KL reference forward of each trained step
     assert calls["outside"] == trainer.config.steps  # the rollout keeps the host's fast inference kernels
+
+
+@pytest.mark.parametrize("value", [0.7, 21.3, 300.7])
+def test_a_group_of_equal_rewards_gets_exactly_zero_advantage(value):
+    rewards = torch.full((24,), value)  # flow_grpo's group size; float32 rewards as the rewards return them
+    assert torch.equal(group_advantages(rewards, 8), torch.zeros(24))
+    assert torch.equal(group_advantages(rewards, 24, std_mode="global"), torch.zeros(24))
+
+
+def test_group_std_ddof_matches_dance_grpo_and_precise_by_hand():
+    rewards = torch.tensor([1.0, 2.0, 4.0, 7.0])
+    mean = 3.5
+    population = math.sqrt(((1 - mean) ** 2 + (2 - mean) ** 2 + (4 - mean) ** 2 + (7 - mean) ** 2) / 4)
+    sample = math.sqrt(((1 - mean) ** 2 + (2 - mean) ** 2 + (4 - mean) ** 2 + (7 - mean) ** 2) / 3)
+    precise = group_advantages(rewards, 4)  # N std + 1e-4
+    dance = group_advantages(rewards, 4, ddof=1, eps=1e-8)  # torch .std() + 1e-8
+    assert precise[3].item() == pytest.approx((7 - mean) / (population + 1e-4), rel=1e-6)
+    assert dance[3].item() == pytest.approx((7 - mean) / (sample + 1e-8), rel=1e-6)
+    with pytest.raises(ValueError, match="ddof"):
+        group_advantages(rewards, 4, ddof=2)
+
+
+@pytest.mark.parametrize("rule, expected", [("flow_sde", list(range(9))), ("cps", list(range(9))),
+                                            ("cpws", list(range(9))), ("precise", list(range(9)))])
+def test_first_fraction_counts_all_steps_as_the_references_do(rule, expected):
+    trainer = make_trainer(rule=rule, steps=10, timestep_fraction=0.99, iterations=1)
+    rollout = trainer.rollout(0)
+    assert trainer.selected_steps(rollout, 0) == expected  # range(int(10 · 0.99)) = steps 0–8
+
+
+def test_first_fraction_skips_a_deterministic_step_instead_of_replacing_it():
+    trainer = make_trainer(rule="cps", steps=4, timestep_fraction=0.99, sde_window=(1, 4), iterations=1)
+    rollout = trainer.rollout(0)
+    assert rollout.stochastic_steps == [1, 2]  # step 3 ends at t = 0: deterministic
+    assert trainer.selected_steps(rollout, 0) == [1, 2]  # range(3) ∩ {1, 2}
+    narrow = make_trainer(rule="cps", steps=4, timestep_fraction=0.25, sde_window=(2, 4), iterations=1)
+    with pytest.raises(ValueError, match="none of them stochastic"):
+        narrow.selected_steps(narrow.rollout(0), 0)

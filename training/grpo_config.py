@@ -29,12 +29,16 @@ class GRPOConfig:
     Objective
         log_prob_kind: ``gaussian`` (per-element mean, flow_grpo/DanceGRPO) or ``cps_eq14`` (FlowCPS).
         kl_kind / beta: ``gaussian`` = mean(Δμ²)/(2σ²) (exact), ``mse`` = mean(Δμ²) (FlowCPS/Precise); β = 0 skips
-            the reference forward pass.
+            the reference forward pass. flow_grpo's KL is the exact one × Δt (its σ excludes √Δt): a β taken from a
+            flow_grpo config means the same here divided by the step's Δt (e.g. β 0.04 at Δt 0.1 → 0.4).
         clip_range: PPO ε (flow_grpo uses 1e-4 with the per-element-mean log-prob).
-        advantage_std: ``group`` (DanceGRPO, Precise) or ``global`` (flow_grpo) std for normalisation.
+        advantage_std: ``group`` (DanceGRPO, Precise) or ``global`` (flow_grpo) std for normalisation;
+            advantage_std_ddof / advantage_eps: 0 and 1e-4 (flow_grpo, Precise), 1 and 1e-8 for DanceGRPO's
+            ``.std() + 1e-8``.
         advantage_clip: advantages are clipped to ±this value.
-        timestep_selection / timestep_fraction: train the ``first`` fraction of stochastic steps in order (flow_grpo,
-            0.99) or a ``random`` fraction per iteration (DanceGRPO, 0.6).
+        timestep_selection / timestep_fraction: ``first``: the stochastic steps among the first ⌊N·fraction⌋ of all
+            N steps (flow_grpo, 0.99: steps 0–8 of 10); ``random``: that fraction of the stochastic steps, drawn per
+            iteration (DanceGRPO, 0.6).
         dense_rewards: DenseGRPO per-step rewards from ODE look-ahead (one extra ODE rollout + reward per step).
     Optimisation
         inner_epochs, gradient_accumulation (an optimizer step every N trained steps, each over the whole batch),
@@ -75,6 +79,8 @@ class GRPOConfig:
     clip_range: float = 1e-4
     advantage_std: str = "group"
     advantage_clip: float = 5.0
+    advantage_std_ddof: int = 0
+    advantage_eps: float = 1e-4
     timestep_selection: str = "first"
     timestep_fraction: float = 0.99
     dense_rewards: bool = False
@@ -132,6 +138,10 @@ class GRPOConfig:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"GRPOConfig.{name} must be a whole number >= 1 (or None for the whole batch), got "
                                  f"{value!r}")
+        if self.advantage_std_ddof not in (0, 1):
+            bad("advantage_std_ddof", self.advantage_std_ddof, (0, 1))
+        if not self.advantage_eps > 0:
+            raise ValueError(f"GRPOConfig.advantage_eps must be > 0, got {self.advantage_eps!r}")
         if self.train_dtype not in TRAIN_DTYPES:
             bad("train_dtype", self.train_dtype, TRAIN_DTYPES)
         if self.inner_epochs < 1 or self.gradient_accumulation < 1 or self.iterations < 0:

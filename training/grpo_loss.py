@@ -9,26 +9,33 @@ ADVANTAGE_EPS = 1e-4
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, *, std_mode: str = "group", clip: float = 5.0,
-                     eps: float = ADVANTAGE_EPS, global_std: Optional[torch.Tensor] = None) -> torch.Tensor:
+                     eps: float = ADVANTAGE_EPS, global_std: Optional[torch.Tensor] = None,
+                     ddof: int = 0) -> torch.Tensor:
     """A = (r − mean_group) / (std + ε), clipped to ±clip. ``rewards`` [B] is laid out group by group.
 
     ``std_mode="group"`` divides by each group's std (DanceGRPO, Precise); ``"global"`` by the std over the whole
-    batch (flow_grpo), or by ``global_std`` when given (e.g. gathered across ranks). A group whose rewards are all
-    equal gets advantage 0 (never NaN): it carries no signal. Works on [B] or [B, S] (per-step rewards).
+    batch (flow_grpo), or by ``global_std`` when given (e.g. gathered across ranks). ``ddof`` 0 is the population std
+    (flow_grpo, Precise: with ε = 1e-4); DanceGRPO uses torch's ``.std()``, i.e. ``ddof=1`` with ε = 1e-8. Computed in
+    float64, as the references do in numpy: a group whose rewards are all equal gets exactly 0 (in float32 the mean
+    of ≥ 7 equal values is inexact and would leave a small advantage of one sign). Returns float32; works on [B] or
+    [B, S] (per-step rewards).
     """
     if group_size < 2:
         raise ValueError("group_size must be >= 2: a group of one sample has no relative advantage")
     if rewards.shape[0] % group_size:
         raise ValueError(f"{rewards.shape[0]} rewards do not split into groups of {group_size}")
-    grouped = rewards.float().reshape(-1, group_size, *rewards.shape[1:])
+    if ddof not in (0, 1):
+        raise ValueError(f"ddof must be 0 (population std) or 1 (sample std, DanceGRPO), got {ddof!r}")
+    values = rewards.double()
+    grouped = values.reshape(-1, group_size, *rewards.shape[1:])
     centred = grouped - grouped.mean(dim=1, keepdim=True)
     if std_mode == "group":
-        std = grouped.std(dim=1, keepdim=True, unbiased=False)
+        std = grouped.std(dim=1, keepdim=True, correction=ddof)
     elif std_mode == "global":
-        std = global_std if global_std is not None else rewards.float().std(dim=0, unbiased=False)
+        std = global_std.double() if global_std is not None else values.std(dim=0, correction=ddof)
     else:
         raise ValueError(f"std_mode must be 'group' or 'global', got {std_mode!r}")
-    return (centred / (std + eps)).clamp(-clip, clip).reshape(rewards.shape)
+    return (centred / (std + eps)).clamp(-clip, clip).reshape(rewards.shape).float()
 
 
 def clipped_policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,

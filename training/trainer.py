@@ -271,18 +271,26 @@ class GRPOTrainer:
         c = self.config
         signal = rollout.rewards if rollout.step_rewards is None else dense_step_rewards(rollout.step_rewards)
         everything = self.world.gather(signal)
-        advantages = group_advantages(everything, c.group_size, std_mode=c.advantage_std, clip=c.advantage_clip)
+        advantages = group_advantages(everything, c.group_size, std_mode=c.advantage_std, clip=c.advantage_clip,
+                                      eps=c.advantage_eps, ddof=c.advantage_std_ddof)
         return advantages[self.local_slice(everything.shape[0])]
 
     def selected_steps(self, rollout: Rollout, iteration: int) -> List[int]:
+        """``first``: the steps among the first ⌊N·fraction⌋ of all N steps that are stochastic (what the reference
+        trainers train: range(int(N·f)), skipping a deterministic step rather than replacing it). ``random``: that
+        fraction of the stochastic steps, drawn per iteration."""
         c = self.config
         candidates = rollout.stochastic_steps
         if not candidates:
             raise ValueError("no stochastic step in the rollout: raise η or widen the SDE window")
-        count = max(1, int(len(candidates) * c.timestep_fraction)) if c.timestep_selection == "first" \
-            else max(1, round(len(candidates) * c.timestep_fraction))
         if c.timestep_selection == "first":
-            return candidates[:count]
+            chosen = [i for i in candidates if i < int(c.steps * c.timestep_fraction)]
+            if not chosen:
+                raise ValueError(f"timestep_fraction {c.timestep_fraction} of {c.steps} steps selects steps "
+                                 f"0–{int(c.steps * c.timestep_fraction) - 1}, none of them stochastic (stochastic: "
+                                 f"{candidates}): raise timestep_fraction or move the SDE window earlier")
+            return chosen
+        count = max(1, round(len(candidates) * c.timestep_fraction))
         generator = torch.Generator().manual_seed(samplers.derive_seed(c.seed, iteration, _SELECTION_STREAM))
         order = torch.randperm(len(candidates), generator=generator)[:count].tolist()
         return [candidates[k] for k in sorted(order)]

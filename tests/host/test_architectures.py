@@ -77,24 +77,29 @@ def test_all_flow_samplers_run_on_the_real_architecture(comfy, arch):
         assert progress == list(range(1, STEPS + 1)), (name, progress)  # the callback ran once per step
         outputs[name] = np.stack(images).astype(np.int16)
     assert not np.array_equal(outputs["flow_cps"], outputs["flow_sde"])
-    # SamplerCustomAdvanced with the pack's CPS node reproduces KSampler flow_cps: same noise stream, also in 5-D
-    custom = dict(graph)
-    custom.update({
-        "10": {"class_type": "FlowCPS_SamplerCPS", "inputs": {"eta": 0.8, "sde_start_step": 0,
-                                                             "sde_end_step": 10000, "log_prob_kind": "gaussian"}},
-        "11": {"class_type": "RandomNoise", "inputs": {"noise_seed": 3}},
-        "12": {"class_type": "CFGGuider", "inputs": {"model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0],
-                                                     "cfg": 1.0}},
-        "13": {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": "normal", "steps": STEPS,
-                                                          "denoise": 1.0}},
-        "14": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["11", 0], "guider": ["12", 0],
-                                                                 "sampler": ["10", 0], "sigmas": ["13", 0],
-                                                                 "latent_image": ["4", 0]}},
-        "15": {"class_type": "VAEDecode", "inputs": {"samples": ["14", 0], "vae": ["9", 0]}},
-        "16": {"class_type": "SaveImage", "inputs": {"images": ["15", 0], "filename_prefix": f"host/{arch}_sca"}},
-    })
-    images, _, _ = run(comfy, custom, node_id="16")
-    assert np.array_equal(np.stack(images).astype(np.int16), outputs["flow_cps"])
+    # SamplerCustomAdvanced reproduces KSampler for every sampler (same noise stream, also for 5-D latents), from
+    # KSamplerSelect and, for CPS, from the pack's own SAMPLER node
+    selected = {"20": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "flow_cps"}},
+                "21": {"class_type": "FlowCPS_SamplerCPS", "inputs": {
+                    "eta": 0.8, "sde_start_step": 0, "sde_end_step": 10000, "log_prob_kind": "gaussian"}}}
+    for name, sampler in [(n, "20") for n in FLOW_SAMPLERS] + [("flow_cps", "21")]:
+        selected["20"]["inputs"]["sampler_name"] = name
+        custom = dict(graph, **selected)
+        custom.update({
+            "11": {"class_type": "RandomNoise", "inputs": {"noise_seed": 3}},
+            "12": {"class_type": "CFGGuider", "inputs": {"model": ["1", 0], "positive": ["2", 0],
+                                                         "negative": ["3", 0], "cfg": 1.0}},
+            "13": {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": "normal",
+                                                              "steps": STEPS, "denoise": 1.0}},
+            "14": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["11", 0], "guider": ["12", 0],
+                                                                     "sampler": [sampler, 0], "sigmas": ["13", 0],
+                                                                     "latent_image": ["4", 0]}},
+            "15": {"class_type": "VAEDecode", "inputs": {"samples": ["14", 0], "vae": ["9", 0]}},
+            "16": {"class_type": "SaveImage", "inputs": {"images": ["15", 0],
+                                                         "filename_prefix": f"host/{arch}_sca_{name}"}},
+        })
+        images, _, _ = run(comfy, custom, node_id="16")
+        assert np.array_equal(np.stack(images).astype(np.int16), outputs[name]), (name, sampler)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
