@@ -90,9 +90,9 @@ def test_no_loader_of_the_pack_unpickles_a_crafted_file(tmp_path, style):
         run_folders.resolve_resume(str(output), "latest", "victim")
     assert "convert_checkpoint_v1.py" in str(error.value)
 
-    # the conversion script without --trust-this-file
+    # the conversion script
     convert = load_script("convert_checkpoint_v1")
-    with pytest.raises(SystemExit, match="--trust-this-file") as error:
+    with pytest.raises(SystemExit, match="is not converted") as error:
         convert.main([str(outside), str(tmp_path / "converted.safetensors")])
     assert "weights_only=True" in str(error.value)
     assert not (tmp_path / "converted.safetensors").exists()
@@ -335,20 +335,17 @@ def test_v1_checkpoints_convert_with_weights_only_and_resume_bit_exactly(tmp_pat
     resumed.train()
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
     assert all(torch.equal(a, b) for a, b in zip(straight.params, resumed.params))
-    # a file that is not a v1 checkpoint is refused, also when trusted
+    # a file that is not a v1 checkpoint is refused
     torch.save({"format": "something else"}, str(tmp_path / "other.pt"))
     with pytest.raises(SystemExit, match="not a v1 flow-cps GRPO checkpoint"):
-        convert.main([str(tmp_path / "other.pt"), str(tmp_path / "x.safetensors"), "--trust-this-file"])
+        convert.main([str(tmp_path / "other.pt"), str(tmp_path / "x.safetensors")])
 
 
-def test_trust_this_file_is_the_only_way_to_a_full_unpickle(tmp_path, capsys):
+def test_the_converter_never_unpickles_a_crafted_file(tmp_path):
     marker = tmp_path / "marker"
     evil = craft(tmp_path / "mine.pt", marker)
     convert = load_script("convert_checkpoint_v1")
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="is not converted"):
         convert.main([str(evil), str(tmp_path / "out.safetensors")])
-    assert not marker.exists()
-    with pytest.raises(SystemExit, match="misses"):  # unpickled (the payload ran), then refused as incomplete
-        convert.main([str(evil), str(tmp_path / "out.safetensors"), "--trust-this-file"])
-    assert marker.exists() and "WARNING: unpickling" in capsys.readouterr().err
-    assert not (tmp_path / "out.safetensors").exists()
+    assert not marker.exists() and not (tmp_path / "out.safetensors").exists()
+
