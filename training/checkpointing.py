@@ -49,7 +49,7 @@ class _Slot:
 
 class _BlockCheckpoint(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, run, skeleton, n_inputs, anchor, *inputs):
+    def forward(ctx, run, skeleton, anchor, *inputs):
         ctx.run, ctx.skeleton = run, skeleton
         ctx.autocast = (torch.is_autocast_enabled("cuda"), torch.is_autocast_enabled("cpu"),
                         torch.get_autocast_dtype("cuda"), torch.get_autocast_dtype("cpu"))
@@ -76,7 +76,7 @@ class _BlockCheckpoint(torch.autograd.Function):
         pairs = [(o, g) for o, g in zip(outs, grads) if o is not None and o.requires_grad and g is not None]
         if pairs:
             torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
-        return (None, None, None, None, *[t.grad if t.requires_grad else None for t in inputs])
+        return (None, None, None, *[t.grad if t.requires_grad else None for t in inputs])
 
 
 def checkpointed(forward: Callable) -> Callable:
@@ -90,7 +90,7 @@ def checkpointed(forward: Callable) -> Callable:
         tensors = [t.clone() if t.is_inference() else t for t in tensors]
         # the anchor makes the outputs require grad even when no input does, so the LoRA inside gets its gradient
         anchor = torch.empty(0, requires_grad=True)
-        return _BlockCheckpoint.apply(forward, skeleton, len(tensors), anchor, *tensors)
+        return _BlockCheckpoint.apply(forward, skeleton, anchor, *tensors)
     return run_checkpointed
 
 

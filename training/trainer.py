@@ -210,7 +210,7 @@ class GRPOTrainer:
         overlap = c.overlap_reward and not c.dense_rewards and getattr(self.reward_fn, "thread_safe", False)
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flow-cps-reward") if overlap else None
         chunks, images, scored = [], [], []
-        reward_seconds = blocked = 0.0
+        blocked = 0.0
         try:
             for rows in self.micro_batches(len(prompts), c.sample_batch_size):
                 cond = cond_all[rows]
