@@ -16,6 +16,8 @@ and optionally::
     noise_scale -> float                       # the noise prior's std (ComfyUI's model_sampling.noise_scale); 1
     train_mode() -> context manager            # around every training forward + backward (not the rollouts)
     checkpoint_modules() -> modules            # the blocks ``gradient_checkpointing`` recomputes in backward
+    restore_model()                            # after a decode and its reward: the model back where it samples
+                                               # (a host's memory manager may have moved it for the VAE/reward)
 
 A reward is a callable ``(images, prompts) -> tensor [B]`` (training.rewards contract).
 """
@@ -229,6 +231,7 @@ class GRPOTrainer:
                 else:
                     scored.append(self._timed_reward(decoded, prompts[rows]))
                     blocked += scored[-1][1]
+                self._restore_model()
             if pool is not None:
                 wait_start = time.perf_counter()
                 scored = [future.result() for future in scored]
@@ -253,6 +256,11 @@ class GRPOTrainer:
         rewards = self._reward(images, prompts)
         return rewards, time.perf_counter() - start
 
+    def _restore_model(self) -> None:
+        restore = getattr(self.policy, "restore_model", None)
+        if restore is not None:  # always from this (the sampling) thread: host model management is not thread-safe
+            restore()
+
     def _reward(self, images, prompts) -> torch.Tensor:
         return evaluate_reward(self.reward_fn, images, prompts).rewards.cpu()
 
@@ -263,6 +271,7 @@ class GRPOTrainer:
             completed = samplers.sample_flow(lambda x_t, t: self.denoise(x_t, t, cond), latent, self.times[i:],
                                              rule="ode")
             columns.append(self._reward(self.policy.decode(completed), prompts))
+            self._restore_model()
         return torch.stack(columns + [final_rewards], dim=1)
 
     # ----- advantages ----------------------------------------------------------------------------------------

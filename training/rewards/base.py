@@ -70,6 +70,13 @@ class Reward:
 
     name = "reward"
     accepts_video = False  # True: evaluate() also takes videos [B, T, H, W, C] and scores each as a whole
+    # True: may score in a worker thread while the sampler samples (it uses nothing the sampling thread uses)
+    thread_safe = False
+
+    def models(self) -> List[torch.nn.Module]:
+        """The torch modules this reward computes with, for a host to place on a device (see managed.py). A reward
+        whose models are placed already (a ManagedReward) lists none, so nothing is placed twice."""
+        return []
 
     def compute(self, images: torch.Tensor, prompts: Sequence[str]) -> Union[torch.Tensor, Tuple[torch.Tensor, Details]]:
         raise NotImplementedError
@@ -103,6 +110,11 @@ def evaluate_reward(reward: RewardFn, images: torch.Tensor, prompts: Sequence[st
     name = reward_name(reward)
     check_images(images, prompts, name)
     return RewardResult(check_rewards(reward(images, list(prompts)), images.shape[0], name))
+
+
+def reward_models(reward: RewardFn) -> List[torch.nn.Module]:
+    """``reward.models()`` for a Reward; none for a plain callable (its modules are unknown)."""
+    return list(reward.models()) if isinstance(reward, Reward) else []
 
 
 def reward_name(reward: RewardFn) -> str:

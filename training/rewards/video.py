@@ -10,7 +10,8 @@ from typing import Sequence
 
 import torch
 
-from .base import Reward, RewardError, RewardFn, RewardResult, check_rewards, evaluate_reward, reward_name
+from .base import (Reward, RewardError, RewardFn, RewardResult, check_rewards, evaluate_reward, reward_models,
+                   reward_name)
 
 FRAME_REDUCTIONS = ("mean", "min", "max", "first", "middle", "last")
 
@@ -49,6 +50,13 @@ class FrameReward(Reward):
             raise ValueError(f"unknown frame reduction {reduction!r}; choose one of {', '.join(FRAME_REDUCTIONS)}")
         self.reward, self.reduction = reward, reduction
         self.name = f"{reward_name(reward)} ({reduction} over frames)"
+
+    @property
+    def thread_safe(self) -> bool:
+        return getattr(self.reward, "thread_safe", False)
+
+    def models(self):
+        return reward_models(self.reward)
 
     def evaluate(self, images: torch.Tensor, prompts: Sequence[str]):
         if images.dim() == 4:  # a plain image batch: score it as the wrapped reward would
