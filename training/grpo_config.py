@@ -55,6 +55,12 @@ class GRPOConfig:
             training); LoRA weights, optimizer state, step maths and log-probs stay float32.
         overlap_reward: score micro-batch k in a worker thread while k + 1 samples (rewards marked ``thread_safe``;
             the results are the same as scoring in turn).
+    Guards against reward hacking
+        ema_decay: an EMA of the LoRA, updated after every iteration (flow_grpo's decay 0.9 with its warm-up
+            min(decay, (1 + k) / (10 + k))), saved and previewed instead of the last weights; 0 = off.
+        monitor_samples / monitor_every: the held-out drift monitor (training/monitor.py): this many fixed-seed ODE
+            samples of the LoRA that would be saved, scored every ``monitor_every`` iterations (and at the last one)
+            by the trainer's ``monitor`` and by the reward; 0 = off.
     LoRA
         lora_rank, lora_alpha, lora_targets (fnmatch patterns of module paths).
     Run
@@ -95,6 +101,9 @@ class GRPOConfig:
     gradient_checkpointing: bool = False
     train_dtype: str = "float32"
     overlap_reward: bool = True
+    ema_decay: float = 0.9
+    monitor_samples: int = 0
+    monitor_every: int = 1
     lora_rank: int = 8
     lora_alpha: Optional[float] = None
     lora_targets: Tuple[str, ...] = ("*attn.qkv", "*attn.proj", "*mlp.fc1", "*mlp.fc2")
@@ -144,6 +153,13 @@ class GRPOConfig:
             raise ValueError(f"GRPOConfig.advantage_eps must be > 0, got {self.advantage_eps!r}")
         if self.train_dtype not in TRAIN_DTYPES:
             bad("train_dtype", self.train_dtype, TRAIN_DTYPES)
+        if not (self.ema_decay == 0 or 0 < self.ema_decay < 1):
+            raise ValueError(f"GRPOConfig.ema_decay must be 0 (off) or in (0, 1), got {self.ema_decay!r}")
+        for name in ("monitor_samples", "monitor_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "monitor_samples" else 1):
+                raise ValueError(f"GRPOConfig.{name} must be a whole number >= "
+                                 f"{0 if name == 'monitor_samples' else 1}, got {value!r}")
         if self.inner_epochs < 1 or self.gradient_accumulation < 1 or self.iterations < 0:
             raise ValueError("GRPOConfig.inner_epochs and gradient_accumulation must be >= 1, iterations >= 0")
 

@@ -34,8 +34,10 @@ import torch
 from . import checkpoint as checkpoints
 from ._host import plots, samplers
 from .checkpointing import checkpoint_blocks
+from .ema import LoRAEMA
 from .grpo_config import GRPOConfig
 from .grpo_loss import clipped_policy_loss, dense_step_rewards, group_advantages
+from .monitor import evaluate_held_out
 from .rewards.base import evaluate_reward
 
 _INIT_NOISE_STREAM = 0x1A17
@@ -114,10 +116,11 @@ class GRPOTrainer:
     """Runs GRPO iterations: rollout → rewards → advantages → clipped-objective updates of the LoRA."""
 
     def __init__(self, policy, reward_fn: Callable, config: GRPOConfig, log: Optional[Callable] = None,
-                 times: Optional[torch.Tensor] = None):
+                 times: Optional[torch.Tensor] = None, monitor: Optional[Callable] = None):
         """``times``: the rollout schedule t_0 > … > t_N = 0 (e.g. a ComfyUI model's sigmas); default: the config's
-        ``flow_schedule(steps, shift, schedule)``."""
-        self.policy, self.reward_fn, self.config = policy, reward_fn, config
+        ``flow_schedule(steps, shift, schedule)``. ``monitor``: a reward callable the held-out drift monitor scores
+        with (see training/monitor.py; used when ``config.monitor_samples`` > 0)."""
+        self.policy, self.reward_fn, self.config, self.monitor_fn = policy, reward_fn, config, monitor
         self.log = log or (lambda message: None)
         self.world = World()
         self.params = list(policy.trainable_parameters())
@@ -125,6 +128,8 @@ class GRPOTrainer:
             raise ValueError("the policy has no trainable parameters (attach a LoRA first)")
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, betas=tuple(config.adam_betas),
                                            weight_decay=config.weight_decay)
+        self.ema = LoRAEMA(self.params, config.ema_decay) if config.ema_decay > 0 else None
+        self.monitor_baseline: Optional[dict] = None  # the held-out scores of the base model (before iteration 0)
         self.iteration = 0
         self.history: List[dict] = []
         self.last_images: Optional[torch.Tensor] = None  # the latest rollout's decoded images (for previews)
@@ -429,7 +434,10 @@ class GRPOTrainer:
         advantages = self.advantages(rollout)
         steps = self.selected_steps(rollout, iteration)
         train_stats = self.train_on(rollout, advantages, steps)
+        if self.ema is not None:
+            self.ema.update()
         done = time.perf_counter()
+        held_out = self.held_out(iteration)
         all_rewards = self.world.gather(rollout.rewards)
         metrics = {
             "iteration": iteration, "reward_mean": float(all_rewards.mean()), "reward_std": float(all_rewards.std()),
@@ -437,6 +445,9 @@ class GRPOTrainer:
             "time_rollout": rolled - start - rollout.blocked_seconds, "time_reward": rollout.reward_seconds,
             "time_train": done - rolled,
         }
+        if held_out is not None:
+            metrics.update(monitor=held_out["monitor"], held_out_reward=held_out["held_out_reward"],
+                           time_monitor=held_out["seconds"])
         if rollout.step_rewards is not None:
             metrics["step_advantage_abs_mean"] = advantages.abs().mean(dim=0).tolist()
             metrics["dense_reward_start"] = float(rollout.step_rewards[:, 0].mean())
@@ -449,14 +460,40 @@ class GRPOTrainer:
                  f"time rollout/reward/train {metrics['time_rollout']:.2f}/{metrics['time_reward']:.2f}/"
                  f"{metrics['time_train']:.2f} s"
                  + (f", dense rewards: {metrics['dense_extra_reward_calls']} extra ODE rollouts + reward calls"
-                    if "dense_extra_reward_calls" in metrics else ""))
+                    if "dense_extra_reward_calls" in metrics else "")
+                 + (f", held-out reward {held_out['held_out_reward']:.4f}"
+                    + (f", monitor {held_out['monitor']:.4f}" if held_out["monitor"] is not None else "")
+                    if held_out is not None else ""))
         return metrics
+
+    def held_out(self, iteration: Optional[int]) -> Optional[dict]:
+        """The drift monitor's scores of what would be saved now, when due (``iteration`` None = the base model, before
+        training); the held-out samples become the previews."""
+        c = self.config
+        if c.monitor_samples < 1 or (iteration is not None and (iteration + 1) % c.monitor_every
+                                     and iteration + 1 != c.iterations):
+            return None
+        start = time.perf_counter()
+        result = evaluate_held_out(self, self.monitor_fn)
+        self.last_images = result.pop("images").detach()
+        result["seconds"] = time.perf_counter() - start
+        return result
+
+    def export_lora_state_dict(self) -> Dict[str, torch.Tensor]:
+        """The LoRA to save: the EMA when it is on, else the trained weights (copies either way)."""
+        with self.ema.applied() if self.ema is not None else contextlib.nullcontext():
+            return {k: v.detach().clone() for k, v in self.policy.lora_state_dict().items()}
 
     def train(self, iterations: Optional[int] = None, checkpoint_path: Optional[str] = None,
               on_iteration: Optional[Callable[[dict], None]] = None) -> List[dict]:
         """Run until ``iterations`` in total (default: config.iterations); checkpoint every config.checkpoint_every
         iterations and at the end when ``checkpoint_path`` is given."""
         target = self.config.iterations if iterations is None else iterations
+        if self.iteration == 0 and self.monitor_baseline is None and self.config.monitor_samples > 0:
+            self.monitor_baseline = self.held_out(None)
+            self.log(f"held-out before training: reward {self.monitor_baseline['held_out_reward']:.4f}"
+                     + (f", monitor {self.monitor_baseline['monitor']:.4f}"
+                        if self.monitor_baseline["monitor"] is not None else ""))
         while self.iteration < target:
             metrics = self.step()
             self.check_finite()  # before anything reports or checkpoints a broken LoRA
@@ -471,7 +508,9 @@ class GRPOTrainer:
     def state_dict(self) -> dict:
         return {"format": checkpoints.FORMAT, "iteration": self.iteration, "history": self.history,
                 "config": self.config.to_dict(), "lora": self.policy.lora_state_dict(),
-                "optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
+                "optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
+                **({"monitor_baseline": self.monitor_baseline} if self.monitor_baseline is not None else {})}
 
     def non_finite_lora(self, state: Optional[dict] = None) -> Optional[str]:
         """The name of a LoRA tensor holding NaN or ±inf, None when all are finite. Without ``state`` the trainable
@@ -537,6 +576,13 @@ class GRPOTrainer:
                 self.log("resume: optimizer settings set now replace the checkpoint's: " + ", ".join(
                     f"{k} {old} -> {new}" for k, (old, new) in changed.items()))
             group.update(settings)
+        if self.ema is not None:
+            if "ema" in state:
+                self.ema.load_state_dict(state["ema"])
+            else:  # a run started without the EMA: it starts now, from the trained weights
+                self.ema = LoRAEMA(self.params, self.config.ema_decay)
+                self.log("resume: the checkpoint has no EMA of the LoRA; the EMA starts from the resumed weights")
+        self.monitor_baseline = state.get("monitor_baseline")
         self.iteration = int(state["iteration"])
         self.history = list(state["history"])
         torch.set_rng_state(state["torch_rng"])

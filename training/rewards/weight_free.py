@@ -114,8 +114,30 @@ class LowNoise(WeightFreeReward):
         return -sigma, {"sigma": sigma.tolist()}
 
 
+def paper_haze(images: torch.Tensor) -> torch.Tensor:
+    """Mean darkness (1 − luma) of the lighter half of each image's pixels, [B]: for dark ink on light paper (ink
+    covers well under half of a digit image) that half is paper, so this reads 0 for clean white paper and rises
+    with the grey haze an over-trained toy LoRA puts on the background; strokes and their soft edges do not count."""
+    darkness = (1 - luma(images)).flatten(1)
+    half = max(1, darkness.shape[1] // 2)
+    return darkness.topk(half, dim=1, largest=False).values.mean(1)
+
+
+class PaperHaze(WeightFreeReward):
+    """−(mean darkness of the paper, the lighter half of the pixels): for dark ink on light paper such as the toy
+    digits, how grey the background is (0 = clean). A drift monitor for the toy: the digit reward does not see it.
+    details: haze."""
+
+    name = "paper_haze"
+
+    def compute(self, images, prompts):
+        haze = paper_haze(images)
+        return -haze, {"haze": haze.tolist()}
+
+
 WEIGHT_FREE_REWARDS: Dict[str, Type[Reward]] = {
-    cls.name: cls for cls in (JpegCompressibility, JpegIncompressibility, Colorfulness, Sharpness, LowNoise)}
+    cls.name: cls for cls in (JpegCompressibility, JpegIncompressibility, Colorfulness, Sharpness, LowNoise,
+                              PaperHaze)}
 
 
 def weight_free_reward(name: str) -> Reward:
@@ -124,5 +146,6 @@ def weight_free_reward(name: str) -> Reward:
     return WEIGHT_FREE_REWARDS[name]()
 
 
-__all__ = ["JpegCompressibility", "JpegIncompressibility", "Colorfulness", "Sharpness", "LowNoise",
+__all__ = ["JpegCompressibility", "JpegIncompressibility", "Colorfulness", "Sharpness", "LowNoise", "PaperHaze",
+           "paper_haze",
            "WEIGHT_FREE_REWARDS", "weight_free_reward", "jpeg_kilobytes", "colorfulness", "laplacian_variance"]
