@@ -112,3 +112,17 @@ def test_cps_contracts_the_marginal_more_than_precise_and_keeps_doing_so():
     assert stats["cps", 10]["frac_0.5"] > stats["precise", 10]["frac_0.5"] + 0.02
     assert stats["cps", 30]["std"] < 0.242 < 0.244 < stats["precise", 30]["std"]
     assert stats["cps", 30]["frac_0.5"] > 0.62 > 0.60 > stats["precise", 30]["frac_0.5"]
+
+
+def test_bench_script_prints_the_table_and_writes_the_plot(tmp_path):
+    import os
+    import subprocess
+    import sys
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    out = tmp_path / "ring.png"
+    result = subprocess.run([sys.executable, os.path.join(root, "scripts", "bench_double_ring.py"), "--samples", "200",
+                             "--seeds", "1", "--nfe", "4", "6", "--out", str(out)],
+                            capture_output=True, text=True, timeout=120, check=True)
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert len(rows) == 2 + 6 * 2 and "noise floor" in rows[1]
+    assert out.stat().st_size > 1000
