@@ -52,7 +52,7 @@ def points_posterior_mean(x: torch.Tensor, t: float, points: torch.Tensor,
     """E[x0 | x_t] for data = ``points`` [M, D] (optional masses): Σ_i softmax_i(−‖x_t − (1−t)d_i‖²/(2t²)) d_i."""
     a = 1.0 - float(t)
     log_w = torch.zeros(len(points), dtype=points.dtype) if weights is None else weights.to(points.dtype).log()
-    d2 = torch.cdist(x.to(points.dtype), a * points) ** 2
+    d2 = torch.cdist(x.to(points.dtype), a * points, compute_mode="donot_use_mm_for_euclid_dist") ** 2
     w = torch.softmax(log_w - d2 / (2 * float(t) ** 2), dim=1)
     return (w @ points).to(x.dtype)
 
