@@ -22,6 +22,7 @@ A reward is a callable ``(images, prompts) -> tensor [B]`` (training.rewards con
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,16 @@ from .checkpointing import checkpoint_blocks
 from .grpo_config import GRPOConfig
 from .grpo_loss import clipped_policy_loss, dense_step_rewards, group_advantages
 from .rewards.base import evaluate_reward
+
+# The settings that define what a run trains (its samples, objective and LoRA). A resumed run with other values would
+# label the checkpoint's history with settings it was not trained with, so load_checkpoint refuses them unless allowed.
+# Not here, free to change on resume: iterations, checkpoint_every, the optimizer's settings (the ones set now win)
+# and the scale settings whose update is the same (batch sizes, gradient checkpointing, reward overlap).
+RUN_SETTINGS = ("prompts", "prompts_per_iteration", "group_size", "steps", "shift", "schedule", "rule", "eta",
+                "sde_window", "sliding_window", "window_stride", "cfg", "log_prob_kind", "kl_kind", "beta",
+                "clip_range", "advantage_std", "advantage_clip", "advantage_std_ddof", "advantage_eps",
+                "timestep_selection", "timestep_fraction", "dense_rewards", "inner_epochs", "gradient_accumulation",
+                "train_dtype", "lora_rank", "lora_alpha", "lora_targets", "seed")
 
 _INIT_NOISE_STREAM = 0x1A17
 _STEP_NOISE_STREAM = 0x57E9
@@ -152,6 +163,7 @@ class GRPOTrainer:
                 raise ValueError("gradient_checkpointing is on but the policy names no blocks to checkpoint (the model "
                                  "has no ModuleList of blocks): pass checkpoint_modules to the policy or turn it off")
         self.check_trainable_steps()
+        self.segments = [{"first_iteration": 0, "settings": self.run_settings()}]
         self._updates_this_iteration, self._bad_loss = 0, None
         self.broken: Optional[str] = None  # why the LoRA and optimizer must not be checkpointed (a half-done update)
         batch = config.prompts_per_iteration * config.group_size
@@ -579,8 +591,35 @@ class GRPOTrainer:
     # ----- checkpoints ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"format": checkpoints.FORMAT, "iteration": self.iteration, "history": self.history,
-                "config": self.config.to_dict(), "lora": self.policy.lora_state_dict(),
+                "config": self.config.to_dict(), "segments": self.segments, "lora": self.policy.lora_state_dict(),
                 "optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
+
+    def run_settings(self, config: Optional[dict] = None, lora: Optional[dict] = None) -> dict:
+        """The RUN_SETTINGS of ``config`` (a GRPOConfig dict; default this trainer's) as JSON values, with the η and
+        α actually used: η one value per step (the rule's default filled in), α read from the LoRA when unset."""
+        config = self.config.to_dict() if config is None else config
+        settings = {name: config.get(name) for name in RUN_SETTINGS}
+        try:
+            settings["eta"] = samplers.loop.per_step_eta(config["rule"], config.get("eta"), config["steps"])
+        except (KeyError, TypeError, ValueError):
+            pass  # an η the sampler cannot read (a damaged checkpoint): compared as stored
+        if settings["lora_alpha"] is None:
+            state = self.policy.lora_state_dict() if lora is None else lora
+            settings["lora_alpha"] = next((float(v) for k, v in state.items() if k.endswith(".alpha")), None)
+        return json.loads(json.dumps(settings, default=str))
+
+    def changed_settings(self, state: dict) -> Dict[str, tuple]:
+        """{name: (checkpoint's value, value now)} of the run settings that differ from the checkpoint's latest
+        segment."""
+        segments = state.get("segments")
+        if segments:
+            saved = segments[-1]["settings"]
+        elif isinstance(state.get("config"), dict):  # written before segments existed
+            saved = self.run_settings(state["config"], state.get("lora", {}))
+        else:
+            return {}
+        now = self.run_settings()
+        return {name: (saved.get(name), now[name]) for name in RUN_SETTINGS if saved.get(name) != now[name]}
 
     def non_finite_lora(self, state: Optional[dict] = None) -> Optional[str]:
         """The name of a LoRA tensor holding NaN or ±inf, None when all are finite. Without ``state`` the trainable
@@ -633,15 +672,25 @@ class GRPOTrainer:
         self.save_checkpoint(path)
         return None
 
-    def load_checkpoint(self, path: str) -> None:
+    def load_checkpoint(self, path: str, allow_changed_settings: bool = False) -> None:
         """Resume from a checkpoint: LoRA, optimizer moments, iteration, history and RNG come from the file; the
         optimizer settings set now (lr, weight_decay, betas, eps, …) win over the ones stored in it.
+
+        A checkpoint trained with other RUN_SETTINGS (rule, η, steps, …) raises SettingsChanged, unless
+        ``allow_changed_settings``: then the run continues with the settings set now and ``segments`` records from
+        which iteration on which settings were used (the history before keeps its own).
 
         Never unpickles: a v1 ``torch.save`` checkpoint raises CheckpointError saying how to convert it."""
         state = checkpoints.read_checkpoint(path)
         missing = [k for k in ("lora", "optimizer", "iteration", "history", "torch_rng") if k not in state]
         if missing:
             raise checkpoints.CheckpointError(f"{path}: the checkpoint misses {missing}")
+        different = self.changed_settings(state)
+        if different and not allow_changed_settings:
+            raise SettingsChanged(path, different, int(state["iteration"]))
+        segments = state.get("segments") or [
+            {"first_iteration": 0, "settings": self.run_settings(state["config"], state["lora"])
+             if isinstance(state.get("config"), dict) else None}]
         self.policy.load_lora_state_dict(state["lora"])
         now = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
@@ -653,7 +702,33 @@ class GRPOTrainer:
             group.update(settings)
         self.iteration = int(state["iteration"])
         self.history = list(state["history"])
+        self.segments = [dict(segment) for segment in segments]
+        if different:
+            self.segments.append({"first_iteration": self.iteration, "settings": self.run_settings()})
+            self.log(f"resume: from iteration {self.iteration} on the run uses other settings: "
+                     + describe_changes(different))
         torch.set_rng_state(state["torch_rng"])
+
+
+def _show(value) -> str:
+    if isinstance(value, list) and value and all(v == value[0] for v in value) and not isinstance(value[0], str):
+        return f"{value[0]!r} on all {len(value)} steps" if len(value) > 1 else repr(value[0])
+    return repr(value)
+
+
+def describe_changes(changes: Dict[str, tuple]) -> str:
+    return "; ".join(f"{name} {_show(old)} -> {_show(new)}" for name, (old, new) in changes.items())
+
+
+class SettingsChanged(ValueError):
+    """A checkpoint was trained with other run settings (``changes``: {name: (checkpoint's, now)})."""
+
+    def __init__(self, path: str, changes: Dict[str, tuple], iteration: int):
+        self.path, self.changes, self.iteration = path, changes, iteration
+        super().__init__(
+            f"{path} ({iteration} iterations) was trained with other settings: {describe_changes(changes)}. "
+            "Resuming would continue its history under settings it was not trained with: set them back to the "
+            "checkpoint's, or start a new run")
 
 
 class NonFiniteTraining(FloatingPointError):
@@ -682,4 +757,5 @@ def reward_curve(history: List[dict], title: str = "GRPO reward") -> torch.Tenso
                                                        [m + s for m, s in zip(mean, std)])})
 
 
-__all__ = ["GRPOTrainer", "NonFiniteLoRA", "NonFiniteTraining", "Rollout", "World", "reward_curve"]
+__all__ = ["GRPOTrainer", "NonFiniteLoRA", "NonFiniteTraining", "RUN_SETTINGS", "Rollout", "SettingsChanged", "World",
+           "describe_changes", "reward_curve"]
