@@ -604,8 +604,12 @@ class GRPOTrainer:
         except (KeyError, TypeError, ValueError):
             pass  # an η the sampler cannot read (a damaged checkpoint): compared as stored
         if settings["lora_alpha"] is None:
-            state = self.policy.lora_state_dict() if lora is None else lora
-            settings["lora_alpha"] = next((float(v) for k, v in state.items() if k.endswith(".alpha")), None)
+            network = getattr(self.policy, "lora", None)
+            if lora is None and isinstance(getattr(network, "alpha", None), (int, float)):
+                settings["lora_alpha"] = float(network.alpha)
+            else:
+                state = self.policy.lora_state_dict() if lora is None else lora
+                settings["lora_alpha"] = next((float(v) for k, v in state.items() if k.endswith(".alpha")), None)
         return json.loads(json.dumps(settings, default=str))
 
     def changed_settings(self, state: dict) -> Dict[str, tuple]:
