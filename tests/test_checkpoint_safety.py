@@ -373,3 +373,16 @@ def test_resume_refuses_other_run_settings_and_reads_checkpoints_written_before_
     assert [s["first_iteration"] for s in other.segments] == [0, 2]
     assert [(s["settings"]["rule"], s["settings"]["steps"]) for s in other.segments] == [("cps", 6), ("flow_sde", 5)]
     assert [h["iteration"] for h in other.history] == [0, 1, 2]
+
+
+def test_atomic_write_fsyncs_the_file_before_the_rename_and_then_the_folder(tmp_path, monkeypatch):
+    events, real_fsync, real_replace = [], os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", os.path.realpath(f"/proc/self/fd/{fd}")))
+                        or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append(("replace", str(b))) or real_replace(a, b))
+    target = tmp_path / "file.bin"
+    ckpt.atomic_write(str(target), lambda temporary: Path(temporary).write_bytes(b"payload"))
+    assert target.read_bytes() == b"payload" and os.listdir(tmp_path) == ["file.bin"]
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["fsync", "replace", "fsync"], events
+    assert ".file.bin.tmp-" in events[0][1] and events[2][1] == os.path.realpath(tmp_path)
