@@ -10,8 +10,8 @@ from typing import Sequence
 
 import torch
 
-from .base import (Reward, RewardError, RewardFn, RewardResult, check_rewards, evaluate_reward, reward_models,
-                   reward_name)
+from .base import (Reward, RewardError, RewardFn, RewardResult, check_finite_inputs, check_rewards, evaluate_reward,
+                   reward_models, reward_name)
 
 FRAME_REDUCTIONS = ("mean", "min", "max", "first", "middle", "last")
 
@@ -24,6 +24,7 @@ def check_videos(videos: torch.Tensor, prompts: Sequence[str], name: str) -> Non
         raise RewardError(f"reward '{name}' got {videos.shape[0]} videos but "
                           f"{'a single string' if isinstance(prompts, str) else len(prompts)} prompts; pass one "
                           "prompt per video")
+    check_finite_inputs(videos, name, "video")
 
 
 def reduce_frames(scores: torch.Tensor, reduction: str) -> torch.Tensor:
