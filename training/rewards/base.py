@@ -70,6 +70,7 @@ class Reward:
 
     name = "reward"
     accepts_video = False  # True: evaluate() also takes videos [B, T, H, W, C] and scores each as a whole
+    value_range = None  # (low, high) the reward can take when known, None = unbounded side (e.g. charts' y-axis)
 
     def compute(self, images: torch.Tensor, prompts: Sequence[str]) -> Union[torch.Tensor, Tuple[torch.Tensor, Details]]:
         raise NotImplementedError

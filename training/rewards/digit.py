@@ -15,6 +15,7 @@ class DigitReward(Reward):
     """P(requested digit) under the shipped 16×16 classifier; details carry the predicted digit."""
 
     name = "digit"
+    value_range = (0.0, 1.0)  # a probability
 
     def __init__(self, classifier: Optional[DigitClassifier] = None):
         self.classifier = classifier or load_classifier()

@@ -92,6 +92,7 @@ class OCRReward(Reward):
     """Text-rendering accuracy read by rapidocr (PP-OCR det + rec, ONNX on the CPU). details: text, target."""
 
     name = "ocr"
+    value_range = (0.0, 1.0)  # 1 − edit distance / length, floored at 0
 
     def __init__(self, engine: Optional[object] = None):
         self.engine = engine if engine is not None else make_engine()

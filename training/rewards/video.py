@@ -49,6 +49,7 @@ class FrameReward(Reward):
             raise ValueError(f"unknown frame reduction {reduction!r}; choose one of {', '.join(FRAME_REDUCTIONS)}")
         self.reward, self.reduction = reward, reduction
         self.name = f"{reward_name(reward)} ({reduction} over frames)"
+        self.value_range = getattr(reward, "value_range", None)  # every reduction stays inside the frames' range
 
     def evaluate(self, images: torch.Tensor, prompts: Sequence[str]):
         if images.dim() == 4:  # a plain image batch: score it as the wrapped reward would

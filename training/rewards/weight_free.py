@@ -35,6 +35,7 @@ class JpegCompressibility(Reward):
     """DDPO (Black et al. 2023) compressibility: −(JPEG size in kB at quality 95). Smaller files score higher."""
 
     name = "jpeg_compressibility"
+    value_range = (None, 0.0)
 
     def compute(self, images, prompts):
         kb = jpeg_kilobytes(images)
@@ -45,6 +46,7 @@ class JpegIncompressibility(Reward):
     """DDPO incompressibility: +(JPEG size in kB at quality 95). Detailed (or noisy) images score higher."""
 
     name = "jpeg_incompressibility"
+    value_range = (0.0, None)
 
     def compute(self, images, prompts):
         kb = jpeg_kilobytes(images)
@@ -67,6 +69,7 @@ class Colorfulness(Reward):
     """Hasler–Süsstrunk colourfulness (0–255 scale)."""
 
     name = "colorfulness"
+    value_range = (0.0, None)
 
     def compute(self, images, prompts):
         return colorfulness(images)
@@ -91,6 +94,7 @@ class Sharpness(Reward):
     """Variance of the Laplacian of the luma (×1000 so typical photos land around 1–50)."""
 
     name = "sharpness"
+    value_range = (0.0, None)
     scale = 1000.0
 
     def compute(self, images, prompts):
@@ -102,6 +106,7 @@ class LowNoise(Reward):
     image units): the artifact Flow-SDE leaves and CPS removes. details: sigma."""
 
     name = "low_noise"
+    value_range = (None, 0.0)
 
     def compute(self, images, prompts):
         sigma = samplers.estimate_noise(rgb(images).float())
