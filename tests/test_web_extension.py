@@ -1,4 +1,5 @@
 """Runs the web extension's JS unit tests (node's built-in test runner) as part of the pytest suite."""
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,8 +21,9 @@ def test_web_chart_logic_passes_its_node_tests():
 
 def test_web_extension_imports_only_the_documented_frontend_modules():
     for path in (ROOT / "web").glob("*.js"):
-        for line in path.read_text().splitlines():
-            if line.startswith("import "):
-                source = line.split("from")[-1].strip().strip(";").strip("\"'")
-                assert source in ("../../scripts/app.js", "../../scripts/api.js") or source.startswith("./"), \
-                    f"{path.name}: {line}"
+        text = path.read_text()
+        statements = re.findall(r"^import\b[^;]*?[\"']([^\"']+)[\"'];?", text, flags=re.M | re.S)
+        assert len(statements) == len(re.findall(r"^import\b", text, flags=re.M)), path.name
+        for source in statements:
+            assert source in ("../../scripts/app.js", "../../scripts/api.js") or source.startswith("./"), \
+                f"{path.name}: {source}"
