@@ -12,6 +12,8 @@ import {
 const TRAINER = "FlowCPS_GRPOTrainLoRA";
 const HEIGHT = 190;
 const TEXT_HEIGHT = 84;
+// flow-cps nodes that return text but are no output nodes (their text still reaches the browser)
+const TEXT_NODES = new Set(["FlowCPS_CalibrateExploration"]);
 
 function chartNodes() {
   return (app.graph?._nodes ?? []).filter((node) => node.flowCpsChart);
@@ -135,13 +137,14 @@ app.registerExtension({
   name: "flow_cps.grpo_chart",
   async beforeRegisterNodeDef(nodeType, nodeData) {
     const isTrainer = nodeData.name === TRAINER;
-    const showsText = String(nodeData.category ?? "").startsWith("flow-cps") && nodeData.output_node;
-    if (!isTrainer && !showsText) return;
+    const ours = String(nodeData.category ?? "").startsWith("flow-cps");
+    if (!ours) return;
+    const showsText = isTrainer || nodeData.output_node || TEXT_NODES.has(nodeData.name);
     const created = nodeType.prototype.onNodeCreated;
     nodeType.prototype.onNodeCreated = function () {
       const result = created?.apply(this, arguments);
       if (isTrainer) addChartWidget(this);
-      addTextWidget(this);
+      if (showsText) addTextWidget(this);
       return result;
     };
     // a loaded workflow (reload, tab switch, opened file) brings the chart and the text back from its properties
@@ -162,7 +165,10 @@ app.registerExtension({
       const chart = output?.flow_cps_chart?.[0];
       if (chart && this.flowCpsChart) updateChart(this, { ...chart, stopped: null });
       const text = outputText(output);
-      if (text !== null) setText(this, text);
+      if (text !== null) {
+        if (!this.flowCpsText) addTextWidget(this); // a flow-cps node not known to return text
+        setText(this, text);
+      }
       noteChange();
     };
   },
