@@ -13,7 +13,7 @@ SLOTS = 4
 
 def run_label(info: dict, index: int) -> str:
     eta = info.get("eta")
-    eta_text = f" η={eta:g}" if isinstance(eta, (int, float)) else ""
+    eta_text = f" eta {eta:g}" if isinstance(eta, (int, float)) else ""  # the chart font has no Greek
     return f"{index}: {info.get('rule', 'run')}{eta_text}"
 
 
@@ -48,7 +48,7 @@ class CompareRewardCurves(io.ComfyNode):
             inputs.append(io.String.Input(f"run_info_{k}", optional=k > 1, force_input=True,
                                           tooltip="A GRPO trainer's run_info output."))
             inputs.append(io.String.Input(f"label_{k}", default="",
-                                          tooltip="Legend label (empty = 'k: rule η=…')."))
+                                          tooltip="Legend label (empty = 'k: rule eta …')."))
         return io.Schema(
             node_id="FlowCPS_CompareRewardCurves",
             display_name="Compare GRPO Reward Curves",
