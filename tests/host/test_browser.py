@@ -223,12 +223,8 @@ def test_trainer_chart_fills_stays_in_range_and_survives_reload_and_tab_switch(c
         # another workflow tab and back: the chart is still drawn
         page.evaluate("async () => await window.app.extensionManager.command.execute('Comfy.NewBlankWorkflow')")
         page.wait_for_function(f"!window.app.graph._nodes.some(n => n.type === '{TRAINER}')", timeout=30_000)
-        page.evaluate("""async () => {
-            const store = window.app.extensionManager.workflow;
-            const other = store.openWorkflows.find(w => w !== store.activeWorkflow);
-            await window.app.extensionManager.workflow.openWorkflow?.(other)
-                ?? window.app.loadGraphData(other.activeState ?? other.changeTracker.activeState);
-        }""")
+        page.evaluate("async () => await window.app.extensionManager.command.execute("
+                      "'Workspace.PreviousOpenedWorkflow')")
         page.wait_for_function(f"window.app.graph._nodes.some(n => n.type === '{TRAINER}')", timeout=30_000)
         page.wait_for_timeout(1000)
         switched = chart(page)
