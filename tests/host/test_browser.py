@@ -73,6 +73,11 @@ def reload_app(page, comfy):
 
 
 def has_vue_nodes(page) -> bool:
+    """The Vue node mode as a user setting ("Modern Node Design (Nodes 2.0)", 1.49). Frontend 1.27 has the setting
+    only as a hidden experiment (its DOM widgets are not mounted there): not tested."""
+    version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ ?? '0.0'")
+    if tuple(int(v) for v in version.split(".")[:2]) < (1, 28):
+        return False
     return page.evaluate(f"""() => {{
         const settings = window.app.extensionManager.setting;
         try {{ return settings.get('{VUE_SETTING}') !== undefined; }} catch (e) {{ return false; }}
