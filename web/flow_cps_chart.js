@@ -67,7 +67,8 @@ function draw(node) {
 }
 
 // Record a change of node.properties in the workflow (so the workflow persistence and tab switches keep it).
-function noteChange() {
+// The change tracker skips a capture while it is busy (e.g. loading a graph), so try again a little later too.
+function captureNow() {
   const tracker = app.extensionManager?.workflow?.activeWorkflow?.changeTracker;
   try {
     if (tracker?.captureCanvasState) tracker.captureCanvasState();
@@ -75,6 +76,13 @@ function noteChange() {
   } catch (error) {
     console.warn("flow_cps: could not record the chart in the workflow", error);
   }
+}
+
+let retry = null;
+function noteChange() {
+  captureNow();
+  clearTimeout(retry);
+  retry = setTimeout(captureNow, 700);
 }
 
 function setText(node, text, { persist = true } = {}) {
@@ -157,6 +165,7 @@ app.registerExtension({
         requestAnimationFrame(() => this.flowCpsChart && draw(this));
       }
       if (typeof props[TEXT_PROPERTY] === "string") setText(this, props[TEXT_PROPERTY], { persist: false });
+      else if (this.flowCpsChart?.state.stopped) setText(this, stoppedText(this.flowCpsChart.state), { persist: false });
       return result;
     };
     const executed = nodeType.prototype.onExecuted;

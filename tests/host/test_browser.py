@@ -202,7 +202,7 @@ def test_trainer_chart_fills_stays_in_range_and_survives_reload_and_tab_switch(c
         wait_points(page, iterations, timeout=1_200_000)
         wait_text(page, "FlowCPS_SaveLoRA", "saved ")
         wait_text(page, TRAINER, "saved in ")
-        page.wait_for_timeout(2000)  # the run finishes (trained model sampled) and the canvas redraws
+        page.wait_for_timeout(2000)  # the run finishes, the canvas redraws, the frontend saves the open workflow
         page.screenshot(path=str(out_dir / "grpo_trainer_ui.png"))
         before = chart(page)
         assert len(before["points"]) == iterations and before["drawn"] == iterations
@@ -330,6 +330,7 @@ def test_cancel_shows_what_was_saved_and_how_to_resume(comfy):
         assert "cancelled after iteration" in text and "resume_from to 'latest'" in text, text
         assert all(p in text for p in stopped["saved"]), text
         wait_idle(page, comfy)
+        page.wait_for_timeout(2000)  # the frontend saves the open workflow about half a second after a change
         reload_app(page, comfy)
         page.wait_for_timeout(1000)
         assert "resume_from to 'latest'" in node_text(page, TRAINER)[0][1]
