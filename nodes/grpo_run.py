@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Callable, List, Optional
@@ -21,7 +22,7 @@ from ..training.checkpoint import CHECKPOINT_NAME, atomic_write
 from ..training.grpo_config import GRPOConfig
 from ..training.toy_model import ToyDiT
 from ..training.toy_prompts import encode_prompts as toy_encode
-from ..training.trainer import GRPOTrainer, reward_curve
+from ..training.trainer import GRPOTrainer
 from .comfy_sampling import require_flow_model
 from .lora_presets import resolve_targets
 from .reward_placement import managed_by_comfy
@@ -126,25 +127,57 @@ def resolve_resume(resume_from: str, run_name: str) -> Optional[str]:
     return run_folders.resolve_resume(folder_paths.get_output_directory(), resume_from, run_name)
 
 
-def save_stopped_run(trainer: GRPOTrainer, lora, run_folder: str, checkpoint: str, run_info: dict) -> bool:
+def save_stopped_run(trainer: GRPOTrainer, lora, run_folder: str, checkpoint: str, run_info: dict) -> List[str]:
     """After cancel or an error: nothing trained is lost (the LoRA so far and a resumable checkpoint), but a run that
     trained no iteration, or whose LoRA went non-finite, writes nothing (so 'latest' never picks it; the last good
-    checkpoint stays). Never raises: the original error is what the user needs to see."""
+    checkpoint stays). Returns the saved files ([] = nothing saved). Never raises: the original error is what the
+    user needs to see."""
     try:
         skipped = trainer.save_stopped(checkpoint)
         if skipped is not None:
             log.warning("flow-cps GRPO stopped at iteration %d: %s, so no checkpoint or LoRA was saved in %s",
                         trainer.iteration, skipped, run_folder)
-            return False
+            return []
         saved = save_lora_file(lora.state_dict(), os.path.join(
             run_folder, f"lora_stopped_at_{trainer.iteration:05d}.safetensors"),
             lora_metadata({**run_info, "iterations": trainer.iteration}))
     except Exception:
         log.exception("flow-cps GRPO: saving the stopped run failed")
-        return False
+        return []
     log.warning("flow-cps GRPO stopped at iteration %d; saved %s and %s (resume_from 'latest')",
                 trainer.iteration, saved, checkpoint)
-    return True
+    return [saved, checkpoint]
+
+
+def stopped_event(node_id, run_name: str, iterations: int, history: list, saved: List[str],
+                  error: BaseException) -> dict:
+    """The chart event a stopped run sends: the chart so far, what was saved and how to continue (the node shows
+    it). ``saved`` = [LoRA, checkpoint], or [] when nothing was saved."""
+    import comfy.model_management
+    reason = "cancelled" if isinstance(error, comfy.model_management.InterruptProcessingException) else "failed"
+    iteration = int(history[-1][0]) + 1 if history else 0
+    return {"node": node_id, "run": run_name, "iterations": iterations, "history": history,
+            "stopped": {"reason": reason, "iteration": iteration, "saved": saved, "run_name": run_name,
+                        "resume_from": "latest" if saved else ""}}
+
+
+def chart_history(trainer: GRPOTrainer) -> list:
+    return [[h["iteration"], h["reward_mean"], h["reward_std"]] for h in trainer.history]
+
+
+def reward_value_range(reward) -> Optional[list]:
+    """A reward's declared ``value_range`` as JSON ([low, high], None = unbounded), or None when it declares none."""
+    known = getattr(reward, "value_range", None)
+    if not known or len(known) != 2:
+        return None
+    bounds = [float(v) if v is not None and math.isfinite(float(v)) else None for v in known]
+    return bounds if any(v is not None for v in bounds) else None
+
+
+def reward_curve_image(history: List[dict], title: str, value_range: Optional[list] = None) -> torch.Tensor:
+    """The trainer's reward_curve output: mean ± std per iteration, its y-axis inside the reward's known range."""
+    from ..samplers.plots import reward_curves_chart
+    return reward_curves_chart([("reward", history)], title=title, value_range=value_range)
 
 
 def prepare_run(model, prompts_text: str, config: GRPOConfig, scheduler: str, what: str):
@@ -179,7 +212,8 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
     run_info = {"base_model": model_description(model), "rule": config.rule, "eta": config.eta,
                 "reward": getattr(reward, "name", type(reward).__name__), "prompts": prompts,
                 "lora_rank": config.lora_rank, "lora_alpha": config.lora_alpha, "lora_preset": preset,
-                "lora_targets": list(targets), "run_folder": run_folder}
+                "lora_targets": list(targets), "run_folder": run_folder,
+                "value_range": reward_value_range(reward)}
 
     with torch.inference_mode(False), torch.enable_grad():
         conds = prompt_conditioning(prompts, negative_text, clip, model, positive, negative)
@@ -190,9 +224,10 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
         progress = comfy.utils.ProgressBar(config.iterations, node_id=node_id)
 
         def report(trainer, metrics):
-            history = [[h["iteration"], h["reward_mean"], h["reward_std"]] for h in trainer.history]
+            history = chart_history(trainer)
             send_event(CHART_EVENT, {"node": node_id, "run": run_name, "iterations": config.iterations,
-                                     "history": history, "kl": metrics.get("kl"),
+                                     "history": history, "reward": run_info["reward"],
+                                     "value_range": run_info["value_range"], "kl": metrics.get("kl"),
                                      "clip_fraction": metrics.get("clip_fraction")})
             preview = ("JPEG", _preview(trainer.last_images), 768) if trainer.last_images is not None else None
             progress.update_absolute(trainer.iteration, config.iterations, preview=preview)
@@ -205,8 +240,13 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
                     report(trainer, trainer.history[-1])
             try:
                 trainer.train(checkpoint_path=checkpoint, on_iteration=lambda m: report(trainer, m))
-            except BaseException:
-                save_stopped_run(trainer, lora, run_folder, checkpoint, run_info)
+            except BaseException as error:
+                saved = save_stopped_run(trainer, lora, run_folder, checkpoint, run_info)
+                try:
+                    send_event(CHART_EVENT, stopped_event(node_id, run_name, config.iterations,
+                                                          chart_history(trainer), saved, error))
+                except Exception:
+                    log.exception("flow-cps GRPO: reporting the stopped run to the browser failed")
                 raise
             run_info["iterations"] = trainer.iteration
             run_info["history"] = trainer.history
@@ -220,7 +260,8 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
     with open(os.path.join(run_folder, "metrics.json"), "w") as handle:
         json.dump(run_info, handle, indent=1, default=str)
     trained, _ = comfy.sd.load_lora_for_models(model, None, lora_sd, 1.0, 0)
-    curve = reward_curve(run_info["history"], title=f"GRPO reward ({config.rule}, {run_info['reward']})")
+    curve = reward_curve_image(run_info["history"], f"GRPO reward ({config.rule}, {run_info['reward']})",
+                               run_info["value_range"])
     return GRPORunResult(trained, lora_sd, curve, run_info)
 
 

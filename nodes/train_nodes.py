@@ -215,12 +215,13 @@ class SaveLoRAWithMetadata(io.ComfyNode):
             display_name="Save LoRA (flow-cps)",
             category=CATEGORY,
             is_output_node=True,
-            description="Saves a LORA_MODEL to models/loras as safetensors in the format Load LoRA (model only) "
+            description="Saves a LORA_MODEL to the output folder's loras/ (like the stock Save LoRA; ComfyUI lists "
+                        "output/loras in every LoRA loader) as safetensors in the format Load LoRA (model only) "
                         "reads with no unmatched keys, with the GRPO run's settings as metadata.",
             inputs=[
                 io.LoraModel.Input("lora", tooltip="The trained LoRA."),
                 io.String.Input("filename_prefix", default="flow_cps/grpo_lora",
-                                tooltip="Path under models/loras (a counter is appended)."),
+                                tooltip="Path under output/loras (a counter is appended); Load LoRA lists it."),
                 io.String.Input("run_info", optional=True, force_input=True,
                                 tooltip="The trainer's run_info, stored as metadata (base model, rule, η, reward, "
                                         "iterations)."),
@@ -230,7 +231,7 @@ class SaveLoRAWithMetadata(io.ComfyNode):
 
     @classmethod
     def execute(cls, lora, filename_prefix, run_info=None) -> io.NodeOutput:
-        folder = folder_paths.get_folder_paths("loras")[0]
+        folder = os.path.join(folder_paths.get_output_directory(), "loras")  # honours --output-directory
         full_folder, filename, counter, _, _ = folder_paths.get_save_image_path(filename_prefix, folder)
         path = os.path.join(full_folder, f"{filename}_{counter:05}_.safetensors")
         metadata = lora_metadata(json.loads(run_info)) if run_info else {}

@@ -90,10 +90,12 @@ def _nice_ticks(lo: float, hi: float, count: int = 5) -> List[float]:
 
 def line_chart(series: Dict[str, Tuple[Sequence[float], Sequence[float]]], *, title: str = "", x_label: str = "",
                y_label: str = "", size: Tuple[int, int] = (720, 440), dashed: Sequence[str] = (),
-               bands: Optional[Dict[str, Tuple[Sequence[float], Sequence[float]]]] = None) -> torch.Tensor:
+               bands: Optional[Dict[str, Tuple[Sequence[float], Sequence[float]]]] = None,
+               y_range: Optional[Tuple[float, float]] = None) -> torch.Tensor:
     """A line chart of named ``(xs, ys)`` series with axes, ticks and a legend; ``dashed`` names dashed series.
 
     ``bands`` maps a series name to (lower, upper) values drawn as a shaded band (e.g. mean ± spread).
+    ``y_range`` fixes the y-axis (values outside are drawn at its edge); by default it spans 0 and the data.
     Non-finite points are skipped.
     """
     from PIL import Image, ImageDraw
@@ -107,16 +109,22 @@ def line_chart(series: Dict[str, Tuple[Sequence[float], Sequence[float]]], *, ti
     if not points:
         raise ValueError("line_chart needs at least one finite point")
     x_lo, x_hi = min(p[0] for p in points), max(p[0] for p in points)
-    y_lo, y_hi = min(0.0, min(p[1] for p in points)), max(p[1] for p in points)
     if x_hi == x_lo:
         x_hi = x_lo + 1
-    if y_hi == y_lo:
-        y_hi = y_lo + 1
-    y_hi += (y_hi - y_lo) * 0.05
+    if y_range is not None:
+        y_lo, y_hi = float(y_range[0]), float(y_range[1])
+        if not y_hi > y_lo:
+            raise ValueError(f"line_chart: y_range needs low < high, got {y_range}")
+    else:
+        y_lo, y_hi = min(0.0, min(p[1] for p in points)), max(p[1] for p in points)
+        if y_hi == y_lo:
+            y_hi = y_lo + 1
+        y_hi += (y_hi - y_lo) * 0.05
     margin_l, margin_r, margin_t, margin_b = 70, 20, 36, 56
     plot_w, plot_h = width - margin_l - margin_r, height - margin_t - margin_b
 
     def to_px(x, y):
+        y = min(y_hi, max(y_lo, y))
         return (margin_l + (x - x_lo) / (x_hi - x_lo) * plot_w, margin_t + (1 - (y - y_lo) / (y_hi - y_lo)) * plot_h)
 
     for y in _nice_ticks(y_lo, y_hi):
@@ -161,3 +169,40 @@ def line_chart(series: Dict[str, Tuple[Sequence[float], Sequence[float]]], *, ti
         draw.text((legend_x + 36, legend_y), name, fill=(0, 0, 0), font=font)
         legend_y += 18
     return _to_tensor(image)
+
+
+def reward_y_range(histories: Sequence[Sequence[dict]], value_range=None) -> Tuple[float, float]:
+    """One y-range for reward curves shown together: the span of mean ± std over every run, padded by 5 %, never
+    outside the reward's known ``value_range`` ((low, high), None = unbounded)."""
+    values = [v for history in histories for h in history
+              for v in (h["reward_mean"] - h["reward_std"], h["reward_mean"] + h["reward_std"]) if math.isfinite(v)]
+    if not values:
+        lo, hi = 0.0, 1.0
+    else:
+        lo, hi = min(values), max(values)
+        pad = (hi - lo) * 0.05 or max(abs(lo) * 0.05, 0.05)
+        lo, hi = lo - pad, hi + pad
+    low, high = (list(value_range) + [None, None])[:2] if value_range else (None, None)
+    if low is not None and math.isfinite(low):
+        lo = max(lo, low)
+    if high is not None and math.isfinite(high):
+        hi = min(hi, high)
+    if not hi > lo:  # a flat curve pinned to a bound: open the axis towards the inside
+        span = (high - low) * 0.05 if low is not None and high is not None else max(abs(lo) * 0.05, 0.05)
+        lo, hi = (hi - span, hi) if high is not None and hi >= high else (lo, lo + span)
+    return lo, hi
+
+
+def reward_curves_chart(runs: Sequence[Tuple[str, Sequence[dict]]], *, title: str = "GRPO reward",
+                        value_range=None, size: Tuple[int, int] = (720, 440)) -> torch.Tensor:
+    """Reward mean (± std band) per iteration of one or more GRPO runs (``(label, history)`` pairs, history entries
+    with iteration / reward_mean / reward_std) in one chart: all runs share the y-axis (reward_y_range)."""
+    series, bands = {}, {}
+    for label, history in runs:
+        xs = [h["iteration"] for h in history]
+        mean = [h["reward_mean"] for h in history]
+        std = [h["reward_std"] for h in history]
+        series[label] = (xs, mean)
+        bands[label] = ([m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)])
+    return line_chart(series, title=title, x_label="iteration", y_label="reward", bands=bands, size=size,
+                      y_range=reward_y_range([history for _, history in runs], value_range))

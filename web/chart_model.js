@@ -1,6 +1,8 @@
 // Pure chart logic for the GRPO reward chart (no DOM, no ComfyUI imports): unit-tested with `node --test`.
 
 export const CHART_EVENT = "flow_cps.grpo";
+export const CHART_PROPERTY = "flow_cps_chart"; // node.properties key: the chart survives reloads and tab switches
+export const TEXT_PROPERTY = "flow_cps_text"; // node.properties key of the text shown on a node
 
 // Round a span out to "nice" tick values (1, 2, 5 × 10^k steps).
 export function niceTicks(lo, hi, count = 5) {
@@ -20,39 +22,129 @@ export function niceTicks(lo, hi, count = 5) {
   return ticks;
 }
 
-// Keep one run per node: a new run (different name, or history that restarted) replaces the old points.
-export function applyEvent(state, detail) {
-  const history = Array.isArray(detail.history) ? detail.history : [];
-  const points = history
-    .filter((p) => Array.isArray(p) && p.length >= 3 && p.every(Number.isFinite))
-    .map(([iteration, mean, std]) => ({ iteration, mean, std }));
+// A reward's known [low, high] (either end may be null = unbounded), or null when nothing is known.
+export function parseRange(value) {
+  if (!Array.isArray(value) || value.length !== 2) return null;
+  const [lo, hi] = value.map((v) => (Number.isFinite(v) ? v : null));
+  if (lo === null && hi === null) return null;
+  if (lo !== null && hi !== null && !(hi > lo)) return null;
+  return [lo, hi];
+}
+
+// What the server reports when a run stops early (cancel or error): the files saved and how to resume.
+function parseStopped(stopped) {
+  if (!stopped || typeof stopped !== "object") return null;
   return {
-    run: detail.run ?? state?.run ?? "",
-    iterations: Number.isFinite(detail.iterations) ? detail.iterations : state?.iterations ?? points.length,
-    points,
+    iteration: Number.isFinite(stopped.iteration) ? stopped.iteration : 0,
+    reason: String(stopped.reason ?? "stopped"),
+    saved: Array.isArray(stopped.saved) ? stopped.saved.map(String) : [],
+    resume_from: stopped.resume_from ? String(stopped.resume_from) : "",
+    run_name: String(stopped.run_name ?? ""),
   };
 }
 
-// Map the state to pixel geometry inside a width × height box with the given padding.
-export function layoutChart(state, width, height, pad = { left: 44, right: 10, top: 22, bottom: 22 }) {
+// Keep one run per node: a new run (different name, or history that restarted) replaces the old points.
+// Events without a history (e.g. only a `stopped` report) keep the points they have.
+export function applyEvent(state, detail) {
+  const hasHistory = Array.isArray(detail.history);
+  const points = hasHistory
+    ? detail.history
+        .filter((p) => Array.isArray(p) && p.length >= 3 && p.every(Number.isFinite))
+        .map(([iteration, mean, std]) => ({ iteration, mean, std }))
+    : state?.points ?? [];
+  const range = "value_range" in detail ? parseRange(detail.value_range) : state?.range ?? null;
+  // a new history without a stop report is a running (or finished) run: an older stop message no longer applies
+  const stopped = "stopped" in detail ? parseStopped(detail.stopped) : hasHistory ? null : state?.stopped ?? null;
+  return {
+    run: detail.run ?? state?.run ?? "",
+    reward: detail.reward ?? state?.reward ?? "",
+    iterations: Number.isFinite(detail.iterations) ? detail.iterations : state?.iterations ?? points.length,
+    points,
+    range,
+    stopped,
+  };
+}
+
+// The state as stored in node.properties (plain JSON, compact) and back.
+export function serializeState(state) {
+  return {
+    run: state?.run ?? "",
+    reward: state?.reward ?? "",
+    iterations: state?.iterations ?? 0,
+    history: (state?.points ?? []).map((p) => [p.iteration, p.mean, p.std]),
+    value_range: state?.range ?? null,
+    stopped: state?.stopped ?? null,
+  };
+}
+
+export function restoreState(stored) {
+  if (!stored || typeof stored !== "object") return applyEvent(null, { history: [] });
+  return applyEvent(null, { ...stored, history: Array.isArray(stored.history) ? stored.history : [] });
+}
+
+// The y-span of the data (mean ± std), limited to the reward's known range.
+export function dataSpan(state) {
+  const points = state?.points ?? [];
+  if (!points.length) return null;
+  let lo = Math.min(...points.map((p) => p.mean - p.std));
+  let hi = Math.max(...points.map((p) => p.mean + p.std));
+  const range = state.range;
+  if (range?.[0] !== null && range?.[0] !== undefined) lo = Math.max(lo, range[0]);
+  if (range?.[1] !== null && range?.[1] !== undefined) hi = Math.min(hi, range[1]);
+  if (hi < lo) hi = lo;
+  return [lo, hi];
+}
+
+// One y-range for charts drawn next to each other (the same reward on several trainer nodes): the union of spans.
+export function sharedSpan(states) {
+  const spans = states.map(dataSpan).filter(Boolean);
+  if (!spans.length) return null;
+  return [Math.min(...spans.map((s) => s[0])), Math.max(...spans.map((s) => s[1]))];
+}
+
+// The axis: nice ticks around the span, but never outside the reward's known range.
+export function yAxis(span, range) {
+  if (!span) return null;
+  let ticks = niceTicks(span[0], span[1]);
+  const lo = range?.[0] ?? null;
+  const hi = range?.[1] ?? null;
+  let yLo = ticks[0];
+  let yHi = ticks[ticks.length - 1];
+  if (lo !== null && yLo < lo) yLo = lo;
+  if (hi !== null && yHi > hi) yHi = hi;
+  if (!(yHi > yLo)) {
+    // a flat span pinned to a bound: open it towards the inside of the range
+    const pad = lo !== null && hi !== null ? (hi - lo) * 0.05 : Math.abs(yLo) * 0.05 || 0.5;
+    if (hi !== null && yHi >= hi) yLo = yHi - pad;
+    else yHi = yLo + pad;
+  }
+  ticks = ticks.filter((v) => v >= yLo - 1e-12 && v <= yHi + 1e-12);
+  if (!ticks.length || ticks[0] > yLo + 1e-12) ticks.unshift(yLo);
+  if (ticks[ticks.length - 1] < yHi - 1e-12) ticks.push(yHi);
+  return { lo: yLo, hi: yHi, ticks };
+}
+
+// Map the state to pixel geometry inside a width × height box with the given padding. `span` (optional) is the
+// y-span to use instead of this state's own, e.g. sharedSpan() over the charts shown side by side.
+export function layoutChart(state, width, height, pad = { left: 44, right: 10, top: 22, bottom: 22 }, span = null) {
   const points = state?.points ?? [];
   const plotW = Math.max(1, width - pad.left - pad.right);
   const plotH = Math.max(1, height - pad.top - pad.bottom);
   if (!points.length) return { empty: true, line: [], band: [], yTicks: [], xMax: state?.iterations ?? 0 };
-  const lows = points.map((p) => p.mean - p.std);
-  const highs = points.map((p) => p.mean + p.std);
-  const yTicks = niceTicks(Math.min(...lows), Math.max(...highs));
-  const yLo = yTicks[0];
-  const yHi = yTicks[yTicks.length - 1];
+  const axis = yAxis(span ?? dataSpan(state), state.range);
+  const yLo = axis.lo;
+  const yHi = axis.hi;
   const xMax = Math.max(1, (state.iterations ?? points.length) - 1, points[points.length - 1].iteration);
   const x = (i) => pad.left + (i / xMax) * plotW;
-  const y = (v) => pad.top + (1 - (v - yLo) / (yHi - yLo)) * plotH;
+  const clamp = (v) => Math.min(yHi, Math.max(yLo, v));
+  const y = (v) => pad.top + (1 - (clamp(v) - yLo) / (yHi - yLo)) * plotH;
   return {
     empty: false,
     line: points.map((p) => [x(p.iteration), y(p.mean)]),
     band: [...points.map((p) => [x(p.iteration), y(p.mean + p.std)]),
            ...points.slice().reverse().map((p) => [x(p.iteration), y(p.mean - p.std)])],
-    yTicks: yTicks.map((v) => ({ value: v, y: y(v) })),
+    yTicks: axis.ticks.map((v) => ({ value: v, y: y(v) })),
+    yRange: [yLo, yHi],
     xMax,
     last: points[points.length - 1],
   };
@@ -60,7 +152,32 @@ export function layoutChart(state, width, height, pad = { left: 44, right: 10, t
 
 export function caption(state) {
   const points = state?.points ?? [];
+  const stopped = state?.stopped;
+  if (stopped) return `${stopped.reason} after iteration ${stopped.iteration}/${state.iterations} (see below)`;
   if (!points.length) return "waiting for the first iteration…";
   const last = points[points.length - 1];
   return `iteration ${last.iteration + 1}/${state.iterations}  reward ${last.mean.toFixed(4)} ± ${last.std.toFixed(4)}`;
+}
+
+// The text a stopped run shows on the node: what was saved and how to continue.
+export function stoppedText(state) {
+  const stopped = state?.stopped;
+  if (!stopped) return "";
+  const lines = [`Run ${stopped.reason} after iteration ${stopped.iteration} of ${state.iterations}.`];
+  if (stopped.saved.length) {
+    lines.push("Saved:", ...stopped.saved.map((path) => `  ${path}`));
+    lines.push(`To continue: set resume_from to '${stopped.resume_from || "latest"}' (run_name '${stopped.run_name}'), ` +
+               "set iterations to the new total and queue again.");
+  } else {
+    lines.push("Nothing was saved (no iteration finished, or the LoRA was not finite).");
+  }
+  return lines.join("\n");
+}
+
+// The text of a node's UI output ({"text": [...]}, e.g. ui.PreviewText), or null when there is none.
+export function outputText(output) {
+  const text = output?.text;
+  if (text === undefined || text === null) return null;
+  const parts = Array.isArray(text) ? text : [text];
+  return parts.map((part) => (typeof part === "string" ? part : JSON.stringify(part))).join("\n");
 }

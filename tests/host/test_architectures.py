@@ -144,7 +144,7 @@ def test_grpo_trains_a_lora_that_the_stock_loader_applies(comfy, arch):
         keys = list(handle.keys())
     assert keys and all(k.startswith("diffusion_model.") for k in keys)
 
-    lora_name = os.path.relpath(path, os.path.join(comfy.models_dir, "loras"))
+    lora_name = os.path.relpath(path, os.path.join(comfy.output_dir, "loras"))
     log_before = len(comfy.log_text())
     plain, _, _ = run(comfy, sampled(base_graph(info, arch), "flow_cps", seed=5, prefix=f"host/{arch}_base"))
     with_lora = base_graph(info, arch)

@@ -63,12 +63,18 @@ def test_saved_lora_loads_with_the_stock_loader_without_warnings_and_changes_the
     entry, messages = comfy.run(grpo_graph("host_save", iterations=4), timeout=600)
     assert entry["status"]["status_str"] == "success", (comfy.execution_error(messages), comfy.log_tail())
     path = entry["outputs"]["6"]["text"][0].removeprefix("saved ")
+    # like the stock Save LoRA: into the server's --output-directory/loras, which every LoRA loader lists
+    assert os.path.commonpath([path, comfy.output_dir]) == comfy.output_dir, path
+    assert os.path.dirname(path) == os.path.join(comfy.output_dir, "loras", "host"), path
+    assert not os.path.exists(os.path.join(comfy.models_dir, "loras"))
     with safe_open(path, "pt") as handle:
         keys, metadata = list(handle.keys()), handle.metadata()
     assert keys and all(k.startswith("diffusion_model.") for k in keys)
     assert metadata["flow_cps.rule"] == "cps" and metadata["flow_cps.reward"] == "digit"
     assert metadata["flow_cps.iterations"] == "4"
-    lora_name = os.path.relpath(path, os.path.join(comfy.models_dir, "loras"))
+    lora_name = os.path.relpath(path, os.path.join(comfy.output_dir, "loras"))
+    listed = comfy.get_json("/object_info/LoraLoaderModelOnly")["LoraLoaderModelOnly"]["input"]["required"]
+    assert lora_name in json.dumps(listed["lora_name"]), listed["lora_name"]
     log_before = len(comfy.log_text())
     base = toy_graph("euler", seed=5, prefix="host/lora_base")
     with_lora = toy_graph("euler", seed=5, prefix="host/lora_on")
@@ -90,7 +96,7 @@ def test_interrupt_saves_a_checkpoint_and_resume_continues(comfy):
     interrupted = []
 
     def interrupt_after_three_iterations(msg):
-        if msg.get("type") == "flow_cps.grpo" and len(msg["data"]["history"]) >= 3 and not interrupted:
+        if msg.get("type") == "flow_cps.grpo" and len(msg["data"].get("history", [])) >= 3 and not interrupted:
             interrupted.append(True)
             comfy.interrupt()
 
@@ -98,7 +104,16 @@ def test_interrupt_saves_a_checkpoint_and_resume_continues(comfy):
     assert entry["status"]["status_str"] != "success"
     files = os.listdir(run_folder)
     assert "checkpoint.safetensors" in files and any(f.startswith("lora_stopped_at_") for f in files), files
+    # the node is told what was saved and how to continue (the browser shows it on the node)
+    stopped = [e for e in chart_events(messages) if "stopped" in e]
+    assert len(stopped) == 1, stopped
+    report = stopped[0]["stopped"]
     done = len(chart_events(messages)[-1]["history"])
+    assert report["reason"] == "cancelled" and report["resume_from"] == "latest" and report["run_name"] == run
+    assert report["iteration"] == done >= 3
+    assert sorted(os.path.basename(p) for p in report["saved"]) == ["checkpoint.safetensors",
+                                                                    f"lora_stopped_at_{done:05d}.safetensors"]
+    assert all(os.path.isfile(p) and os.path.dirname(p) == run_folder for p in report["saved"]), report
     entry, messages = comfy.run(grpo_graph(run, iterations=done + 2, resume_from="latest", save=False), timeout=600)
     assert entry["status"]["status_str"] == "success", (comfy.execution_error(messages), comfy.log_tail())
     history = chart_events(messages)[-1]["history"]
@@ -242,6 +257,10 @@ def test_a_tiny_real_sd3_mmdit_trains_through_the_same_node(comfy):
     entry, messages = comfy.run(graph, timeout=600)
     assert entry["status"]["status_str"] == "success", (comfy.execution_error(messages), comfy.log_tail())
     path = entry["outputs"]["6"]["text"][0].removeprefix("saved ")
+    # like the stock Save LoRA: into the server's --output-directory/loras, which every LoRA loader lists
+    assert os.path.commonpath([path, comfy.output_dir]) == comfy.output_dir, path
+    assert os.path.dirname(path) == os.path.join(comfy.output_dir, "loras", "host"), path
+    assert not os.path.exists(os.path.join(comfy.models_dir, "loras"))
     with safe_open(path, "pt") as handle:
         keys = list(handle.keys())
         metadata = handle.metadata()

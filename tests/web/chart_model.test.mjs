@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import test from "node:test";
 
-import { applyEvent, caption, layoutChart, niceTicks } from "../../web/chart_model.js";
+import {
+  applyEvent, caption, layoutChart, niceTicks, outputText, restoreState, serializeState, sharedSpan, stoppedText,
+} from "../../web/chart_model.js";
 
 test("niceTicks covers the range with 1/2/5 steps", () => {
   assert.deepEqual(niceTicks(0.9, 1.0), [0.9, 0.95, 1]);
@@ -44,4 +46,75 @@ test("layoutChart maps iterations to x and rewards to y inside the padding", () 
 test("empty state and caption", () => {
   assert.equal(layoutChart(applyEvent(null, { history: [] }), 100, 100).empty, true);
   assert.match(caption(applyEvent(null, { iterations: 5, history: [[1, 0.25, 0.05]] })), /iteration 2\/5 {2}reward 0\.2500 ± 0\.0500/);
+});
+
+test("a known reward range bounds the y-axis (a probability never shows above 1 or below 0)", () => {
+  const state = applyEvent(null, { iterations: 3, value_range: [0, 1],
+                                   history: [[0, 0.9, 0.2], [1, 0.95, 0.1], [2, 0.05, 0.2]] });
+  assert.deepEqual(state.range, [0, 1]);
+  const g = layoutChart(state, 200, 100, { left: 10, right: 10, top: 10, bottom: 10 });
+  assert.ok(g.yRange[0] >= 0 && g.yRange[1] <= 1, `y-range ${g.yRange}`);
+  assert.deepEqual(g.yRange, [0, 1]);
+  for (const [, y] of [...g.line, ...g.band]) assert.ok(y >= 10 - 1e-9 && y <= 90 + 1e-9, `y ${y} outside the plot`);
+  for (const tick of g.yTicks) assert.ok(tick.value >= 0 && tick.value <= 1, `tick ${tick.value}`);
+  // a one-sided range (CLIPScore ≥ 0) only bounds that side; without a range the data decide
+  const oneSided = applyEvent(null, { iterations: 2, value_range: [0, null], history: [[0, 0.1, 0.3], [1, 0.2, 0.3]] });
+  const g2 = layoutChart(oneSided, 200, 100);
+  assert.equal(g2.yRange[0], 0);
+  assert.ok(g2.yRange[1] >= 0.5);
+  const free = layoutChart(applyEvent(null, { iterations: 2, history: [[0, 0.1, 0.3], [1, 0.2, 0.3]] }), 200, 100);
+  assert.ok(free.yRange[0] < 0);
+  // later events without a range keep it; malformed ranges are ignored
+  assert.deepEqual(applyEvent(state, { history: [[0, 0.5, 0]] }).range, [0, 1]);
+  assert.equal(applyEvent(null, { value_range: [1, 0], history: [] }).range, null);
+  // a flat curve at the top of the range still gets a proper axis inside it
+  const flat = layoutChart(applyEvent(null, { iterations: 2, value_range: [0, 1], history: [[0, 1, 0], [1, 1, 0]] }),
+                           200, 100);
+  assert.ok(flat.yRange[1] === 1 && flat.yRange[0] < 1 && flat.yRange[0] >= 0, `${flat.yRange}`);
+});
+
+test("charts shown side by side share one y-range", () => {
+  const a = applyEvent(null, { iterations: 3, reward: "digit", history: [[0, 0.2, 0.05], [1, 0.3, 0.05]] });
+  const b = applyEvent(null, { iterations: 3, reward: "digit", history: [[0, 0.6, 0.05], [1, 0.9, 0.05]] });
+  const span = sharedSpan([a, b]);
+  const ga = layoutChart(a, 200, 100, undefined, span);
+  const gb = layoutChart(b, 200, 100, undefined, span);
+  assert.deepEqual(ga.yRange, gb.yRange);
+  assert.ok(ga.yRange[0] <= 0.15 && ga.yRange[1] >= 0.95, `${ga.yRange}`);
+  assert.notDeepEqual(layoutChart(a, 200, 100).yRange, layoutChart(b, 200, 100).yRange);
+  assert.equal(sharedSpan([applyEvent(null, { history: [] })]), null);
+});
+
+test("the chart round-trips through node.properties (reload, tab switch)", () => {
+  const state = applyEvent(null, { run: "r", reward: "digit", iterations: 6, value_range: [0, 1],
+                                   history: [[0, 0.5, 0.1], [1, 0.6, 0.1]] });
+  const stored = JSON.parse(JSON.stringify(serializeState(state)));
+  assert.deepEqual(restoreState(stored), state);
+  assert.equal(restoreState(undefined).points.length, 0);
+  assert.equal(restoreState({ history: "junk" }).points.length, 0);
+});
+
+test("a stopped run reports what was saved and how to resume", () => {
+  let state = applyEvent(null, { run: "grpo", iterations: 30, history: [[0, 0.5, 0.1], [1, 0.6, 0.1]] });
+  state = applyEvent(state, { stopped: { reason: "cancelled", iteration: 2, run_name: "grpo", resume_from: "latest",
+                                         saved: ["/out/flow_cps_grpo/grpo/lora_stopped_at_00002.safetensors",
+                                                 "/out/flow_cps_grpo/grpo/checkpoint.safetensors"] } });
+  assert.equal(state.points.length, 2, "a stop report without history keeps the chart");
+  assert.match(caption(state), /cancelled after iteration 2\/30/);
+  const text = stoppedText(state);
+  assert.match(text, /lora_stopped_at_00002\.safetensors/);
+  assert.match(text, /checkpoint\.safetensors/);
+  assert.match(text, /resume_from to 'latest'/);
+  assert.match(stoppedText(applyEvent(state, { stopped: { reason: "cancelled", iteration: 0, saved: [] } })),
+               /Nothing was saved/);
+  // the next run's first event clears the stop report
+  assert.equal(applyEvent(state, { history: [[0, 0.4, 0.1]] }).stopped, null);
+  assert.equal(stoppedText(applyEvent(null, { history: [] })), "");
+});
+
+test("outputText reads ui.PreviewText / {text: [...]} outputs", () => {
+  assert.equal(outputText({ text: ["image 0: 0.9", "image 1: 0.1"] }), "image 0: 0.9\nimage 1: 0.1");
+  assert.equal(outputText({ text: "saved /x" }), "saved /x");
+  assert.equal(outputText({ images: [] }), null);
+  assert.equal(outputText(undefined), null);
 });

@@ -96,6 +96,7 @@ class Reward:
     accepts_video = False  # True: evaluate() also takes videos [B, T, H, W, C] and scores each as a whole
     # True: may score in a worker thread while the sampler samples (it uses nothing the sampling thread uses)
     thread_safe = False
+    value_range = None  # (low, high) the reward can take when known, None = unbounded side (e.g. charts' y-axis)
 
     def models(self) -> List[torch.nn.Module]:
         """The torch modules this reward computes with, for a host to place on a device (see managed.py). A reward

@@ -478,6 +478,7 @@ class CLIPScoreReward(ClipRewardBase):
     """
 
     name = "clipscore"
+    value_range = (0.0, None)  # weight · max(cos, 0)
 
     def __init__(self, path: PathLike, *, processor_path: Optional[PathLike] = None, weight: float = 2.5,
                  prefix: str = "", dtype: Union[str, torch.dtype] = "float32", batch_size: int = 16):

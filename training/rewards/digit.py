@@ -16,6 +16,7 @@ class DigitReward(Reward):
 
     name = "digit"
     thread_safe = True
+    value_range = (0.0, 1.0)  # a probability
 
     def __init__(self, classifier: Optional[DigitClassifier] = None):
         self.classifier = classifier or load_classifier()

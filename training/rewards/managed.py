@@ -24,6 +24,7 @@ class ManagedReward(Reward):
     def __init__(self, reward: RewardFn, place: Callable[[], torch.device]):
         self.reward, self.place = reward, place
         self.name = reward_name(reward)
+        self.value_range = getattr(reward, "value_range", None)
 
     def evaluate(self, images: torch.Tensor, prompts: Sequence[str]) -> RewardResult:
         device = self.place()

@@ -93,6 +93,7 @@ class OCRReward(Reward):
 
     name = "ocr"
     thread_safe = True  # one ONNX session on the CPU, used by one thread at a time
+    value_range = (0.0, 1.0)  # 1 − edit distance / length, floored at 0
 
     def __init__(self, engine: Optional[object] = None):
         self.engine = engine if engine is not None else make_engine()

@@ -51,6 +51,7 @@ class FrameReward(Reward):
             raise ValueError(f"unknown frame reduction {reduction!r}; choose one of {', '.join(FRAME_REDUCTIONS)}")
         self.reward, self.reduction = reward, reduction
         self.name = f"{reward_name(reward)} ({reduction} over frames)"
+        self.value_range = getattr(reward, "value_range", None)  # every reduction stays inside the frames' range
 
     @property
     def thread_safe(self) -> bool:

@@ -41,6 +41,7 @@ class JpegCompressibility(WeightFreeReward):
     """DDPO (Black et al. 2023) compressibility: −(JPEG size in kB at quality 95). Smaller files score higher."""
 
     name = "jpeg_compressibility"
+    value_range = (None, 0.0)
 
     def compute(self, images, prompts):
         kb = jpeg_kilobytes(images)
@@ -51,6 +52,7 @@ class JpegIncompressibility(WeightFreeReward):
     """DDPO incompressibility: +(JPEG size in kB at quality 95). Detailed (or noisy) images score higher."""
 
     name = "jpeg_incompressibility"
+    value_range = (0.0, None)
 
     def compute(self, images, prompts):
         kb = jpeg_kilobytes(images)
@@ -73,6 +75,7 @@ class Colorfulness(WeightFreeReward):
     """Hasler–Süsstrunk colourfulness (0–255 scale)."""
 
     name = "colorfulness"
+    value_range = (0.0, None)
 
     def compute(self, images, prompts):
         return colorfulness(images)
@@ -97,6 +100,7 @@ class Sharpness(WeightFreeReward):
     """Variance of the Laplacian of the luma (×1000 so typical photos land around 1–50)."""
 
     name = "sharpness"
+    value_range = (0.0, None)
     scale = 1000.0
 
     def compute(self, images, prompts):
@@ -108,6 +112,7 @@ class LowNoise(WeightFreeReward):
     image units): the artifact Flow-SDE leaves and CPS removes. details: sigma."""
 
     name = "low_noise"
+    value_range = (None, 0.0)
 
     def compute(self, images, prompts):
         sigma = samplers.estimate_noise(rgb(images).float())
@@ -129,6 +134,7 @@ class PaperHaze(WeightFreeReward):
     details: haze."""
 
     name = "paper_haze"
+    value_range = (-1.0, 0.0)
 
     def compute(self, images, prompts):
         haze = paper_haze(images)
