@@ -535,6 +535,7 @@ class GRPOTrainer:
 
 class NonFiniteLoRA(FloatingPointError):
     """A trained iteration produced NaN/inf in the LoRA (``iteration``: that iteration, 0-based)."""
+    __module__ = "flow_cps"  # ComfyUI shows f"{__module__}.{name}" as the error type; the real one is a folder path
 
     def __init__(self, message: str, iteration: int):
         super().__init__(message)
