@@ -12,11 +12,11 @@ import comfy.supported_models_base
 import torch
 from comfy_api.latest import io
 
-from ..training.toy_model import ToyDiT, image_to_latent, latent_to_image, read_toy_checkpoint
+from ..training.toy_model import (PIXELS_PER_LATENT, ToyDiT, image_to_latent, latent_to_image,
+                                   read_toy_checkpoint)
 from ..training.toy_prompts import encode_prompts
 
 CATEGORY = "flow-cps/toy"
-PIXELS_PER_LATENT = 8
 
 
 class ToyLatentFormat(comfy.latent_formats.LatentFormat):

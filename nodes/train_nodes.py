@@ -7,11 +7,14 @@ import os
 import comfy.sample
 import comfy.samplers
 import folder_paths
+import torch
 from comfy_api.latest import io, ui
 
 from ..samplers import DEFAULT_ETA, ETA_RANGE, LOG_PROB_KINDS, check_eta_range
 from ..training.calibration import SIGMA_RULES
 from ..training.grpo_config import GRPOConfig
+from ..training.latent_shape import rollout_latent_shape
+from ..training.toy_model import PIXELS_PER_LATENT
 from .lora_presets import AUTO, PRESETS
 from .grpo_run import (calibrate_exploration_in_comfy, is_toy_model, lora_metadata, save_lora_file,
                        train_lora_grpo)
@@ -77,7 +80,19 @@ def run_inputs():
 
 
 def latent_shape(model, latent) -> tuple:
-    return tuple(comfy.sample.fix_empty_latent_channels(model, latent["samples"]).shape[1:])
+    """Per-sample shape of the rollouts: the LATENT's size, checked against the model before any work."""
+    samples = latent["samples"]
+    if getattr(samples, "is_nested", False):  # multi-part latents (newer ComfyUI): the host's own handling
+        return tuple(comfy.sample.fix_empty_latent_channels(model, samples).shape[1:])
+    latent_format = model.get_model_object("latent_format")
+    toy = is_toy_model(model)
+    inner = model.model.diffusion_model if toy else None
+    return rollout_latent_shape(
+        samples.shape, latent_channels=latent_format.latent_channels,
+        latent_dimensions=getattr(latent_format, "latent_dimensions", 2),
+        is_empty=not bool(torch.count_nonzero(samples)),
+        fixed_size=(inner.image_size, inner.image_size) if toy else None, pixels_per_latent=PIXELS_PER_LATENT,
+        model_name="the toy digit model" if toy else "this model")
 
 
 class GRPOTrainLoRA(io.ComfyNode):
@@ -189,6 +204,7 @@ class GRPOTrainLoRA(io.ComfyNode):
                 run_name, resume_from, sample_batch_size, train_batch_size, gradient_checkpointing, train_dtype,
                 clip=None, positive=None, negative_conditioning=None, sampler=None,
                 eta_schedule=None) -> io.NodeOutput:
+        shape = latent_shape(model, latent)  # before any work: a latent the model cannot take fails here
         rule, etas, window, log_prob_kind = sampling_settings(rule, eta, sde_start_step, sde_end_step, steps,
                                                               log_prob_kind, sampler, eta_schedule)
         check_eta_range(rule, etas)
@@ -202,7 +218,7 @@ class GRPOTrainLoRA(io.ComfyNode):
                                 gradient_checkpointing == "auto" and not is_toy_model(model)),
                             train_dtype=train_dtype, checkpoint_every=checkpoint_every)
         result = train_lora_grpo(model=model, vae=vae, reward=reward, prompts_text=prompts, negative_text=negative,
-                                 clip=clip, latent_shape=latent_shape(model, latent), config=config,
+                                 clip=clip, latent_shape=shape, config=config,
                                  scheduler=scheduler, lora_targets=lora_targets, run_name=run_name,
                                  resume_from=resume_from, node_id=cls.hidden.unique_id, send_event=_send_event,
                                  positive=positive, negative=negative_conditioning)
@@ -288,12 +304,13 @@ class CalibrateExploration(io.ComfyNode):
     @classmethod
     def execute(cls, model, vae, reward, latent, prompts, negative, cfg, rule, eta, steps, scheduler, group_size,
                 prompts_per_iteration, iterations, eps1, eps2, seed, clip=None) -> io.NodeOutput:
+        shape = latent_shape(model, latent)
         check_eta_range(rule, eta)
         config = GRPOConfig(prompts=["-"], prompts_per_iteration=prompts_per_iteration, group_size=group_size,
                             steps=steps, rule=rule, eta=eta, cfg=cfg, seed=seed)
         schedule = calibrate_exploration_in_comfy(
             model=model, vae=vae, reward=reward, prompts_text=prompts, negative_text=negative, clip=clip,
-            latent_shape=latent_shape(model, latent), config=config, scheduler=scheduler, iterations=iterations,
+            latent_shape=shape, config=config, scheduler=scheduler, iterations=iterations,
             eps1=eps1, eps2=eps2, node_id=cls.hidden.unique_id)
         text = f"{rule} η per step: " + ", ".join(f"{v:.3f}" for v in schedule.values)
         return io.NodeOutput(schedule, ui=ui.PreviewText(text))
