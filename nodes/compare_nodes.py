@@ -98,8 +98,9 @@ class FlowNoiseEstimate(io.ComfyNode):
             display_name="Residual Noise Estimate",
             category=CATEGORY,
             description="Estimates the residual Gaussian noise std of each image from its finest Haar wavelet "
-                        "coefficients (median absolute deviation / 0.6745). Clean images score near 0; Flow-SDE "
-                        "artifacts raise it.",
+                        "coefficients (median absolute deviation / 0.6745), at the image's native resolution when it "
+                        "is a nearest-neighbour upscale (e.g. the toy model's 8× decode). Clean images score near 0; "
+                        "Flow-SDE artifacts raise it.",
             inputs=[io.Image.Input("images", tooltip="Images to measure (values in [0, 1]).")],
             outputs=[io.Float.Output(display_name="noise_std", is_output_list=True,
                                      tooltip="One estimate per image, in image units (0–1 scale)."),

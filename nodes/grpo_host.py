@@ -191,6 +191,11 @@ class ComfyPolicy:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.decode_fn(latents)
 
+    def restore_model(self) -> None:
+        """After the VAE and the reward had their turn: model management may have moved the diffusion model (or part
+        of it) off the GPU to fit them."""
+        comfy.model_management.load_models_gpu(self.guider.loaded_models)
+
     def lora_state_dict(self):
         return self.lora.state_dict()
 
@@ -229,9 +234,7 @@ class GRPOSampler(comfy.samplers.Sampler):
         vae, inner = self.host.vae, guider.inner_model
 
         def decode(latents):
-            images = vae.decode(inner.process_latent_out(latents.float()))
-            comfy.model_management.load_models_gpu(guider.loaded_models)  # the VAE may have displaced the model
-            return images.to(device).float()
+            return vae.decode(inner.process_latent_out(latents.float())).to(device).float()
 
         policy = ComfyPolicy(guider, self.host.lora, self.host.prompts, processed, decode, noise.shape[1:],
                              dict(extra_args), device)

@@ -24,6 +24,7 @@ from ..training.toy_prompts import encode_prompts as toy_encode
 from ..training.trainer import GRPOTrainer, reward_curve
 from .comfy_sampling import require_flow_model
 from .lora_presets import resolve_targets
+from .reward_placement import managed_by_comfy
 from .grpo_host import HostLoRA, HostRun, PromptConds, train_grpo_in_comfy, trainable_clone
 
 CHART_EVENT = "flow_cps.grpo"
@@ -167,6 +168,7 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
                     node_id: Optional[str], send_event: Callable[[str, dict], None], positive=None,
                     negative=None) -> GRPORunResult:
     prompts, sigmas = prepare_run(model, prompts_text, config, scheduler, "the GRPO trainer")
+    reward = managed_by_comfy(reward)
     preset, targets = resolve_targets(lora_targets, model.model.diffusion_model)
     config.lora_targets = targets
     resume = resolve_resume(resume_from, run_name)
@@ -227,6 +229,7 @@ def calibrate_exploration_in_comfy(*, model, vae, reward, prompts_text: str, neg
                                    node_id: Optional[str]):
     """DenseGRPO Alg. 1 on a ComfyUI model: returns the calibrated per-step η schedule (samplers.EtaSchedule)."""
     prompts, sigmas = prepare_run(model, prompts_text, config, scheduler, "the exploration calibration")
+    reward = managed_by_comfy(reward)
     result = {}
     with torch.inference_mode(False), torch.enable_grad():
         conds = prompt_conditioning(prompts, negative_text, clip, model)

@@ -7,6 +7,7 @@ import os
 import folder_paths
 from comfy_api.latest import io, ui
 
+from .reward_placement import managed_by_comfy
 from .widget_options import WEIGHT_STEP
 from ..training.rewards import (FRAME_REDUCTIONS, WEIGHT_FREE_REWARDS, CombinedReward, DigitReward, FrameReward,
                                 OCRReward, evaluate_reward, load_clip_reward, weight_free_reward)
@@ -217,7 +218,7 @@ class ScoreImages(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, reward, prompts) -> io.NodeOutput:
-        result = evaluate_reward(reward, images, parse_prompt_list(prompts, images.shape[0]))
+        result = evaluate_reward(managed_by_comfy(reward), images, parse_prompt_list(prompts, images.shape[0]))
         scores = [float(v) for v in result.rewards]
         return io.NodeOutput(json.dumps(scores), sum(scores) / len(scores), ui=ui.PreviewText(format_scores(result)))
 

@@ -8,7 +8,7 @@ import torch
 
 from .logprob import log_prob
 from .noise import StepNoise
-from .rules import DEFAULT_ETA, _step_compute, check_eta, check_rule
+from .rules import DEFAULT_ETA, _step_compute, check_eta, check_rule, coefficients
 
 DenoiseFn = Callable[[torch.Tensor, float], torch.Tensor]
 NoiseFn = Callable[[int, torch.Tensor], torch.Tensor]
@@ -83,6 +83,34 @@ def schedule_times(times) -> list:
     return values
 
 
+def _step_rule(rule: str, i: int, window: Tuple[int, int], eta: float, t_next: float, denoise_last_step: bool) -> str:
+    """The rule :func:`sample_flow` uses at step i: ``rule`` inside the window with η > 0, else the ODE."""
+    first, stop = window
+    if not (first <= i < stop and eta > 0) or (denoise_last_step and t_next == 0):
+        return "ode"
+    return rule
+
+
+def stochastic_steps(times, *, rule: str = "cps", eta=None, window: Optional[Tuple[int, int]] = None,
+                     denoise_last_step: Optional[bool] = None) -> list:
+    """The steps :func:`sample_flow` with these settings makes stochastic (std > 0), known before sampling: the
+    Trajectory's ``stochastic_steps`` equal these. A step into t' = 0 is deterministic for CPS, CPWS and Precise
+    (std = t'·…) and for Dance-SDE (it ends with x̂0); Flow-SDE keeps its last-step noise."""
+    check_rule(rule)
+    ts = schedule_times(times)
+    etas = per_step_eta(rule, eta, len(ts) - 1)
+    bounds = check_window(window, len(ts) - 1)
+    if denoise_last_step is None:
+        denoise_last_step = rule == "dance_sde"
+    steps = []
+    for i, (t, t_next) in enumerate(zip(ts[:-1], ts[1:])):
+        step_rule = _step_rule(rule, i, bounds, etas[i], t_next, denoise_last_step)
+        if step_rule != "ode" and float(torch.tensor(coefficients(step_rule, t, t_next, etas[i])[1],
+                                                     dtype=torch.float32)) > 0:
+            steps.append(i)
+    return steps
+
+
 @torch.no_grad()
 def sample_flow(denoise_fn: DenoiseFn, x: torch.Tensor, times, *, rule: str = "cps",
                 eta: Union[float, Sequence[float], torch.Tensor, None] = None,
@@ -124,9 +152,7 @@ def sample_flow(denoise_fn: DenoiseFn, x: torch.Tensor, times, *, rule: str = "c
         denoised = denoise_fn(x, t)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": t, "sigma_hat": t, "denoised": denoised})
-        step_rule = rule if first <= i < stop and etas[i] > 0 else "ode"
-        if denoise_last_step and t_next == 0:
-            step_rule = "ode"
+        step_rule = _step_rule(rule, i, (first, stop), etas[i], t_next, denoise_last_step)
         eps = noise(i, x) if step_rule != "ode" else None
         if eps is not None and noise_scale != 1.0:
             eps = eps * noise_scale

@@ -21,6 +21,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from samplers.plots import line_chart  # noqa: E402
+from training.script_args import HelpFormatter, output_file, whole_number  # noqa: E402
 from training.rewards import DigitReward  # noqa: E402
 from training.grpo_config import GRPOConfig  # noqa: E402
 from training.toy_policy import toy_policy  # noqa: E402
@@ -112,10 +113,10 @@ def memory():
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--iterations", type=int, default=30)
-    parser.add_argument("--out", default="docs/images/grpo_convergence.png")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    parser.add_argument("--seeds", type=whole_number(1), default=3, help="seeds per rule")
+    parser.add_argument("--iterations", type=whole_number(1), default=30, help="GRPO iterations per run")
+    parser.add_argument("--out", type=output_file, default="docs/images/grpo_convergence.png", help="the chart to write")
     parser.add_argument("--memory-child", choices=["sample", "train"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(2)

@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import torch  # noqa: E402
 
+from training.script_args import HelpFormatter, whole_number  # noqa: E402
 from training import rewards  # noqa: E402
 
 
@@ -91,9 +92,9 @@ def median_ms(fn, repeats: int) -> float:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    parser.add_argument("--batch", type=whole_number(1), default=8, help="images per reward call")
+    parser.add_argument("--repeats", type=whole_number(1), default=5, help="timed calls per reward")
     parser.add_argument("--full-size", action="store_true", help="also time random CLIP models of the real sizes")
     args = parser.parse_args()
     torch.manual_seed(0)

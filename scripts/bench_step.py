@@ -14,6 +14,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from training.script_args import HelpFormatter, whole_number  # noqa: E402
+
 import torch  # noqa: E402
 
 from samplers import DEFAULT_ETA, RULES, step  # noqa: E402
@@ -54,9 +56,9 @@ def pin_allocator():
 
 def main():
     pin_allocator()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=400)
-    parser.add_argument("--device", default="cpu")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    parser.add_argument("--repeats", type=whole_number(1), default=400, help="timed steps per rule")
+    parser.add_argument("--device", default="cpu", help="torch device to time on")
     args = parser.parse_args()
     device = torch.device(args.device)
     t, t_next = 0.7073, 0.6022

@@ -22,6 +22,7 @@ from samplers import DEFAULT_ETA, flow_schedule, sample_flow  # noqa: E402
 from samplers.compare import noise_level_chart, parse_rule_specs  # noqa: E402
 from samplers.image_noise import estimate_noise  # noqa: E402
 from samplers.plots import label_grid  # noqa: E402
+from training.script_args import HelpFormatter, output_folder  # noqa: E402
 from training.toy_model import DEFAULT_CFG, latent_to_image, load_toy_model, make_denoiser  # noqa: E402
 from training.toy_prompts import encode_prompts  # noqa: E402
 
@@ -36,9 +37,9 @@ def save(image: torch.Tensor, path: str) -> None:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="demo_output")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    parser.add_argument("--out", type=output_folder, default="demo_output", help="folder for the demo images")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed")
     args = parser.parse_args()
     torch.set_num_threads(2)
     start = time.time()

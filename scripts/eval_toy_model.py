@@ -10,15 +10,16 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import torch  # noqa: E402
 
+from training.script_args import HelpFormatter, number, whole_number  # noqa: E402
 from training.toy_eval import toy_quality  # noqa: E402
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-digit", type=int, default=20)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--cfg", type=float, default=3.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    parser.add_argument("--per-digit", type=whole_number(1), default=20, help="samples per digit")
+    parser.add_argument("--steps", type=whole_number(1), default=20, help="sampling steps")
+    parser.add_argument("--cfg", type=number(), default=3.0, help="classifier-free guidance scale")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed")
     args = parser.parse_args()
     torch.set_num_threads(2)
     result = toy_quality(args.per_digit, args.steps, args.cfg, seed=args.seed)

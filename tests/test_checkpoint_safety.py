@@ -349,3 +349,40 @@ def test_the_converter_never_unpickles_a_crafted_file(tmp_path):
         convert.main([str(evil), str(tmp_path / "out.safetensors")])
     assert not marker.exists() and not (tmp_path / "out.safetensors").exists()
 
+
+
+def test_resume_refuses_other_run_settings_and_reads_checkpoints_written_before_segments(tmp_path):
+    from training.trainer import SettingsChanged
+    path = tmp_path / ckpt.CHECKPOINT_NAME
+    first = make_trainer(iterations=2)  # eta unset: the rule's default 0.8; alpha set by the LoRA (8)
+    first.train()
+    old = {k: v for k, v in first.state_dict().items() if k != "segments"}  # as written before segments existed
+    old["config"] = {**old["config"], "lora_alpha": None}
+    ckpt.write_checkpoint(str(path), old)
+    same = make_trainer(iterations=3, eta=0.8, lora_alpha=8.0, lr=5e-3)  # the values actually used; lr may change
+    same.load_checkpoint(str(path))
+    assert same.segments == first.segments and same.iteration == 2
+    other = make_trainer(iterations=3, rule="flow_sde", steps=5)
+    before = [p.detach().clone() for p in other.params]
+    with pytest.raises(SettingsChanged, match=r"\(2 iterations\) was trained with other settings: steps 6 -> 5; "
+                                              r"rule 'cps' -> 'flow_sde'; eta 0.8 on all 6 steps -> 0.7 on all 5"):
+        other.load_checkpoint(str(path))
+    assert other.iteration == 0 and all(torch.equal(a, b) for a, b in zip(before, other.params))
+    other.load_checkpoint(str(path), allow_changed_settings=True)
+    other.train()
+    assert [s["first_iteration"] for s in other.segments] == [0, 2]
+    assert [(s["settings"]["rule"], s["settings"]["steps"]) for s in other.segments] == [("cps", 6), ("flow_sde", 5)]
+    assert [h["iteration"] for h in other.history] == [0, 1, 2]
+
+
+def test_atomic_write_fsyncs_the_file_before_the_rename_and_then_the_folder(tmp_path, monkeypatch):
+    events, real_fsync, real_replace = [], os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", os.path.realpath(f"/proc/self/fd/{fd}")))
+                        or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append(("replace", str(b))) or real_replace(a, b))
+    target = tmp_path / "file.bin"
+    ckpt.atomic_write(str(target), lambda temporary: Path(temporary).write_bytes(b"payload"))
+    assert target.read_bytes() == b"payload" and os.listdir(tmp_path) == ["file.bin"]
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["fsync", "replace", "fsync"], events
+    assert ".file.bin.tmp-" in events[0][1] and events[2][1] == os.path.realpath(tmp_path)

@@ -48,7 +48,8 @@ def pack_exception_classes():
 def test_every_pack_exception_class_has_a_readable_module():
     found = pack_exception_classes()
     names = {node.name for _, node in found}
-    assert {"RewardError", "RewardDependencyMissing", "RewardModelNotFound", "NonFiniteLoRA", "CheckpointError",
+    assert {"RewardError", "RewardDependencyMissing", "RewardModelNotFound", "NonFiniteTraining", "SettingsChanged",
+            "CheckpointError",
             "DynamicModelNotTrainable", "NotAFlowModelError"} <= names, names
     unreadable = []
     for rel, node in found:

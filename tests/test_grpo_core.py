@@ -276,6 +276,5 @@ def test_first_fraction_skips_a_deterministic_step_instead_of_replacing_it():
     rollout = trainer.rollout(0)
     assert rollout.stochastic_steps == [1, 2]  # step 3 ends at t = 0: deterministic
     assert trainer.selected_steps(rollout, 0) == [1, 2]  # range(3) ∩ {1, 2}
-    narrow = make_trainer(rule="cps", steps=4, timestep_fraction=0.25, sde_window=(2, 4), iterations=1)
-    with pytest.raises(ValueError, match="none of them stochastic"):
-        narrow.selected_steps(narrow.rollout(0), 0)
+    with pytest.raises(ValueError, match=r"selects steps 0–0, none of them stochastic \(stochastic: \[2\]\)"):
+        make_trainer(rule="cps", steps=4, timestep_fraction=0.25, sde_window=(2, 4), iterations=1)  # before rollout

@@ -44,3 +44,35 @@ def test_shape_errors():
         estimate_noise(torch.zeros(8, 8, 3))
     with pytest.raises(ValueError, match="H, W >= 2"):
         estimate_noise_chw(torch.zeros(1, 1, 1, 8))
+
+
+def nearest_upscale(x, k):
+    return x.repeat_interleave(k, dim=-2).repeat_interleave(k, dim=-1)
+
+
+def test_nearest_neighbour_upscales_are_measured_at_their_native_resolution():
+    from samplers.image_noise import nearest_upscale_factor
+    g = torch.Generator().manual_seed(4)
+    native = 0.5 + 0.05 * torch.randn(3, 3, 16, 16, generator=g)
+    assert [nearest_upscale_factor(nearest_upscale(native[0], k)) for k in (1, 2, 3, 8)] == [1, 2, 3, 8]
+    assert nearest_upscale_factor(nearest_upscale(torch.rand(1, 5, 7, generator=g), 3)) == 3  # 15×21, odd factor
+    expected = estimate_noise_chw(native)
+    torch.testing.assert_close(estimate_noise_chw(nearest_upscale(native, 8)), expected)
+    assert float(estimate_noise_chw(nearest_upscale(native, 8), native=False).max()) == 0.0  # what it read before
+    assert float(expected.min()) == pytest.approx(0.05, rel=0.25)
+
+
+def test_a_hazy_toy_image_scores_worse_than_a_clean_one():
+    """The toy decode is an 8× nearest-neighbour upscale of 16×16 ink; the haze GRPO can add is a faint, blotchy grey
+    on the white paper at latent resolution."""
+    from training.rewards import weight_free_reward
+    paper = torch.ones(1, 16, 16)
+    paper[:, 3:13, 7:9] = 0.0  # a "1"
+    haze = 0.04 * torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(0))
+    clean = nearest_upscale(paper, 8)
+    hazy = nearest_upscale((paper - haze * (paper > 0.5)).clamp(0, 1), 8)
+    images = torch.stack([clean, hazy]).movedim(1, -1).expand(-1, -1, -1, 3)
+    sigma = estimate_noise(images)
+    assert float(sigma[0]) == 0.0 and float(sigma[1]) > 0.005, sigma
+    low_noise = weight_free_reward("low_noise")(images, ["a 1", "a 1"])
+    assert float(low_noise[1]) < float(low_noise[0])

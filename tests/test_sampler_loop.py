@@ -260,3 +260,28 @@ def test_coefficient_preserving_rules_keep_the_scaled_noise_level_on_schedule(ru
 def test_noise_scale_must_be_positive():
     with pytest.raises(ValueError, match="noise_scale"):
         sample_flow(point_mass(torch.zeros(1)), torch.zeros(1, 1, 2, 2), [1.0, 0.0], rule="cps", noise_scale=0.0)
+
+
+@pytest.mark.parametrize("rule", ["ode", "flow_sde", "dance_sde", "cps", "cpws", "precise"])
+def test_stochastic_steps_known_before_sampling_match_the_trajectory(rule):
+    from samplers.loop import stochastic_steps
+    x0 = torch.full((2, 3), 0.25)
+    cases = [(flow_schedule(1, 1.0, "normal"), None, None), (flow_schedule(2, 3.0, "normal"), None, None),
+             (flow_schedule(6, 1.0, "normal"), (2, 6), None), (flow_schedule(6, 1.0, "normal"), None,
+                                                                [0.5, 0.0, 0.5, 0.5, 0.0, 0.5])]
+    seen = set()
+    for times, window, eta in cases:
+        if eta is not None and rule in ("cps", "cpws"):
+            eta = [min(e, 1.0) for e in eta]
+        x = torch.randn(2, 3, generator=torch.Generator().manual_seed(0)) * float(times[0])
+        _, trajectory = sample_flow(point_mass(x0), x, times, rule=rule, eta=eta, window=window, seed=1, record=True)
+        planned = stochastic_steps(times, rule=rule, eta=eta, window=window)
+        assert planned == trajectory.stochastic_steps, (times.tolist(), window, eta)
+        seen.add(tuple(planned))
+    n = len(flow_schedule(6, 1.0, "normal")) - 1
+    expected_last = {"ode": [], "flow_sde": [0], "dance_sde": [], "cps": [], "cpws": [], "precise": []}
+    assert stochastic_steps(flow_schedule(1, 1.0, "normal"), rule=rule) == expected_last[rule]  # one step into t' = 0
+    if rule != "ode":
+        last = n - 1 if rule == "flow_sde" else n - 2
+        assert stochastic_steps(flow_schedule(6, 1.0, "normal"), rule=rule)[-1] == last
+    assert len(seen) >= (1 if rule == "ode" else 3)

@@ -1,10 +1,23 @@
 """GRPO configuration (TRL-style dataclass). Defaults follow the reference trainers (reference §3)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import List, Optional, Sequence, Tuple, Union
 
 from ._host import samplers
+
+# (field, lower bound, bound allowed, +inf allowed): +inf only where it means "no limit" (no clipping)
+_FLOAT_RANGES = (("shift", 0.0, False, False), ("cfg", None, True, False), ("beta", 0.0, True, False),
+                 ("clip_range", 0.0, False, True), ("advantage_clip", 0.0, False, True),
+                 ("advantage_eps", 0.0, False, False), ("lr", 0.0, True, False), ("weight_decay", 0.0, True, False),
+                 ("max_grad_norm", 0.0, False, True), ("lora_alpha", 0.0, False, False))
+_RANGE_HINTS = {
+    "clip_range": " (the PPO ratio clip ε; 0 would stop every update: use e.g. 1e-4, or inf for no clipping)",
+    "advantage_clip": " (advantages are clipped to ±this; 0 would zero them all: use e.g. 5, or inf for no clipping)",
+    "max_grad_norm": " (0 would zero every gradient: use e.g. 1.0, or inf for no gradient clipping)",
+    "beta": " (0 turns the KL term off)",
+}
 
 ADVANTAGE_STD_MODES = ("group", "global")
 TIMESTEP_SELECTIONS = ("first", "random")
@@ -55,6 +68,12 @@ class GRPOConfig:
             training); LoRA weights, optimizer state, step maths and log-probs stay float32.
         overlap_reward: score micro-batch k in a worker thread while k + 1 samples (rewards marked ``thread_safe``;
             the results are the same as scoring in turn).
+    Guards against reward hacking
+        ema_decay: an EMA of the LoRA, updated after every iteration (flow_grpo's decay 0.9 with its warm-up
+            min(decay, (1 + k) / (10 + k))), saved and previewed instead of the last weights; 0 = off.
+        monitor_samples / monitor_every: the held-out drift monitor (training/monitor.py): this many fixed-seed ODE
+            samples of the LoRA that would be saved, scored every ``monitor_every`` iterations (and at the last one)
+            by the trainer's ``monitor`` and by the reward; 0 = off.
     LoRA
         lora_rank, lora_alpha, lora_targets (fnmatch patterns of module paths).
     Run
@@ -95,6 +114,9 @@ class GRPOConfig:
     gradient_checkpointing: bool = False
     train_dtype: str = "float32"
     overlap_reward: bool = True
+    ema_decay: float = 0.9
+    monitor_samples: int = 0
+    monitor_every: int = 1
     lora_rank: int = 8
     lora_alpha: Optional[float] = None
     lora_targets: Tuple[str, ...] = ("*attn.qkv", "*attn.proj", "*mlp.fc1", "*mlp.fc2")
@@ -129,10 +151,6 @@ class GRPOConfig:
             bad("kl_kind", self.kl_kind, KL_KINDS)
         if not 0 < self.timestep_fraction <= 1:
             raise ValueError(f"GRPOConfig.timestep_fraction must be in (0, 1], got {self.timestep_fraction}")
-        if self.clip_range <= 0 or self.advantage_clip <= 0:
-            raise ValueError("GRPOConfig.clip_range and advantage_clip must be > 0")
-        if self.beta < 0:
-            raise ValueError("GRPOConfig.beta must be >= 0")
         for name in ("sample_batch_size", "train_batch_size"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -140,12 +158,56 @@ class GRPOConfig:
                                  f"{value!r}")
         if self.advantage_std_ddof not in (0, 1):
             bad("advantage_std_ddof", self.advantage_std_ddof, (0, 1))
-        if not self.advantage_eps > 0:
-            raise ValueError(f"GRPOConfig.advantage_eps must be > 0, got {self.advantage_eps!r}")
         if self.train_dtype not in TRAIN_DTYPES:
             bad("train_dtype", self.train_dtype, TRAIN_DTYPES)
+        if not (self.ema_decay == 0 or 0 < self.ema_decay < 1):
+            raise ValueError(f"GRPOConfig.ema_decay must be 0 (off) or in (0, 1), got {self.ema_decay!r}")
+        for name in ("monitor_samples", "monitor_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "monitor_samples" else 1):
+                raise ValueError(f"GRPOConfig.{name} must be a whole number >= "
+                                 f"{0 if name == 'monitor_samples' else 1}, got {value!r}")
         if self.inner_epochs < 1 or self.gradient_accumulation < 1 or self.iterations < 0:
             raise ValueError("GRPOConfig.inner_epochs and gradient_accumulation must be >= 1, iterations >= 0")
+        self._check_numbers()
+
+    def _check_numbers(self) -> None:
+        """No NaN anywhere; each float setting in its range (inf only where it means "no limit")."""
+        for item in fields(self):
+            value = getattr(self, item.name)
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if any(isinstance(v, float) and math.isnan(v) for v in values):
+                raise ValueError(f"GRPOConfig.{item.name} is NaN; set a number (default: {_default(item)!r})")
+        for name, low, inclusive, infinite in _FLOAT_RANGES:
+            value = getattr(self, name)
+            if value is None and name == "lora_alpha":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"GRPOConfig.{name} must be a number, got {value!r}")
+            if math.isinf(value) and not (infinite and value > 0):
+                raise ValueError(f"GRPOConfig.{name} = {value}: it must be finite")
+            if low is not None and (value < low if inclusive else value <= low):
+                raise ValueError(f"GRPOConfig.{name} must be {'>=' if inclusive else '>'} {low:g}, got {value!r}"
+                                 + _RANGE_HINTS.get(name, ""))
+        if len(self.adam_betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.adam_betas):
+            raise ValueError(f"GRPOConfig.adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
+        for name in ("steps", "lora_rank", "window_stride"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"GRPOConfig.{name} must be a whole number >= 1, got {value!r}")
+        if isinstance(self.checkpoint_every, bool) or not isinstance(self.checkpoint_every, int) \
+                or self.checkpoint_every < 0:
+            raise ValueError(f"GRPOConfig.checkpoint_every must be a whole number >= 0 (0 = only at the end), got "
+                             f"{self.checkpoint_every!r}")
+        try:
+            samplers.loop.per_step_eta(self.rule, self.eta, self.steps)  # finite, in the rule's range, one per step
+            samplers.loop.check_window(self.sde_window, self.steps)
+        except ValueError as e:
+            raise ValueError(f"GRPOConfig: {e}") from None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _default(item):
+    return item.default_factory() if item.default is MISSING else item.default

@@ -16,12 +16,16 @@ and optionally::
     noise_scale -> float                       # the noise prior's std (ComfyUI's model_sampling.noise_scale); 1
     train_mode() -> context manager            # around every training forward + backward (not the rollouts)
     checkpoint_modules() -> modules            # the blocks ``gradient_checkpointing`` recomputes in backward
+    restore_model()                            # after a decode and its reward: the model back where it samples
+                                               # (a host's memory manager may have moved it for the VAE/reward)
 
 A reward is a callable ``(images, prompts) -> tensor [B]`` (training.rewards contract).
 """
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,9 +36,21 @@ import torch
 from . import checkpoint as checkpoints
 from ._host import plots, samplers
 from .checkpointing import checkpoint_blocks
+from .ema import LoRAEMA
 from .grpo_config import GRPOConfig
 from .grpo_loss import clipped_policy_loss, dense_step_rewards, group_advantages
+from .monitor import evaluate_held_out
 from .rewards.base import evaluate_reward
+
+# The settings that define what a run trains (its samples, objective and LoRA). A resumed run with other values would
+# label the checkpoint's history with settings it was not trained with, so load_checkpoint refuses them unless allowed.
+# Not here, free to change on resume: iterations, checkpoint_every, the optimizer's settings (the ones set now win)
+# and the scale settings whose update is the same (batch sizes, gradient checkpointing, reward overlap).
+RUN_SETTINGS = ("prompts", "prompts_per_iteration", "group_size", "steps", "shift", "schedule", "rule", "eta",
+                "sde_window", "sliding_window", "window_stride", "cfg", "log_prob_kind", "kl_kind", "beta",
+                "clip_range", "advantage_std", "advantage_clip", "advantage_std_ddof", "advantage_eps",
+                "timestep_selection", "timestep_fraction", "dense_rewards", "inner_epochs", "gradient_accumulation",
+                "train_dtype", "lora_rank", "lora_alpha", "lora_targets", "seed")
 
 _INIT_NOISE_STREAM = 0x1A17
 _STEP_NOISE_STREAM = 0x57E9
@@ -99,6 +115,14 @@ class World:
         torch.distributed.all_gather(parts, local.contiguous())
         return torch.cat(parts)
 
+    def total(self, count: int) -> int:
+        """The sum of an integer over all ranks (every rank calls it: a collective)."""
+        if not self.active:
+            return int(count)
+        value = torch.tensor([int(count)], dtype=torch.int64)
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.SUM)
+        return int(value)
+
     def average_gradients(self, parameters) -> None:
         if not self.active:
             return
@@ -112,10 +136,11 @@ class GRPOTrainer:
     """Runs GRPO iterations: rollout → rewards → advantages → clipped-objective updates of the LoRA."""
 
     def __init__(self, policy, reward_fn: Callable, config: GRPOConfig, log: Optional[Callable] = None,
-                 times: Optional[torch.Tensor] = None):
+                 times: Optional[torch.Tensor] = None, monitor: Optional[Callable] = None):
         """``times``: the rollout schedule t_0 > … > t_N = 0 (e.g. a ComfyUI model's sigmas); default: the config's
-        ``flow_schedule(steps, shift, schedule)``."""
-        self.policy, self.reward_fn, self.config = policy, reward_fn, config
+        ``flow_schedule(steps, shift, schedule)``. ``monitor``: a reward callable the held-out drift monitor scores
+        with (see training/monitor.py; used when ``config.monitor_samples`` > 0)."""
+        self.policy, self.reward_fn, self.config, self.monitor_fn = policy, reward_fn, config, monitor
         self.log = log or (lambda message: None)
         self.world = World()
         self.params = list(policy.trainable_parameters())
@@ -123,6 +148,8 @@ class GRPOTrainer:
             raise ValueError("the policy has no trainable parameters (attach a LoRA first)")
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, betas=tuple(config.adam_betas),
                                            weight_decay=config.weight_decay)
+        self.ema = LoRAEMA(self.params, config.ema_decay) if config.ema_decay > 0 else None
+        self.monitor_baseline: Optional[dict] = None  # the held-out scores of the base model (before iteration 0)
         self.iteration = 0
         self.history: List[dict] = []
         self.last_images: Optional[torch.Tensor] = None  # the latest rollout's decoded images (for previews)
@@ -142,10 +169,62 @@ class GRPOTrainer:
             if not self.checkpointed_modules:
                 raise ValueError("gradient_checkpointing is on but the policy names no blocks to checkpoint (the model "
                                  "has no ModuleList of blocks): pass checkpoint_modules to the policy or turn it off")
+        self.check_trainable_steps()
+        self.segments = [{"first_iteration": 0, "settings": self.run_settings()}]
+        self._updates_this_iteration, self._bad_loss = 0, None
+        self.broken: Optional[str] = None  # why the LoRA and optimizer must not be checkpointed (a half-done update)
         batch = config.prompts_per_iteration * config.group_size
         if batch % self.world.size:
             raise ValueError(f"prompts_per_iteration × group_size = {batch} samples do not split over "
                              f"{self.world.size} ranks")
+
+    def check_trainable_steps(self) -> None:
+        """Refuse, before any rollout, a configuration that leaves no stochastic step to train in some iteration."""
+        c = self.config
+        windows = [self.sde_window(0)]
+        if c.sde_window is not None and c.sliding_window:
+            size = c.sde_window[1] - c.sde_window[0]
+            windows = [(k, k + size) for k in range(c.steps - size + 1)]
+        for window in windows:
+            stochastic = samplers.loop.stochastic_steps(self.times, rule=c.rule, eta=self.etas, window=window)
+            if not stochastic:
+                raise ValueError("GRPO has nothing to train: " + self._no_stochastic_step_reason(window))
+            if c.timestep_selection == "first":
+                self._first_steps(stochastic)
+
+    def _no_stochastic_step_reason(self, window) -> str:
+        c = self.config
+        first, stop = window if window is not None else (0, c.steps)
+        etas = self.etas[first:stop]
+        if c.rule == "ode":
+            return ("rule 'ode' never draws noise, so no step has a log-probability: choose a stochastic rule ("
+                    f"{', '.join(samplers.STOCHASTIC_RULES)})")
+        if all(e == 0 for e in etas):
+            return f"η is 0 on every step{'' if window is None else f' of the SDE window {tuple(window)}'}: raise η"
+        if stop == c.steps and all(e == 0 for e in etas[:-1]) or first == c.steps - 1:
+            where = ("the only step" if c.steps == 1 else
+                     f"the SDE window {tuple(window)} holds only the last step, which" if first == c.steps - 1
+                     else "the only step with η > 0 is the last one, which")
+            return (f"{where} ends at t = 0, where '{c.rule}' is deterministic (std = 0) and cannot be trained. "
+                    + ("Use steps >= 2 (e.g. 4)" if c.steps == 1 else "Start the SDE window earlier or raise η on "
+                       "earlier steps") + " or use 'flow_sde', which keeps noise at the last step")
+        return (f"no step of the SDE window {tuple(window)} draws noise with rule '{c.rule}' and η {etas}: widen the "
+                "window or raise η")
+
+    def _first_steps(self, stochastic: List[int]) -> List[int]:
+        """``timestep_selection = 'first'``: the stochastic steps among range(int(N·fraction))."""
+        c = self.config
+        limit = int(c.steps * c.timestep_fraction)
+        chosen = [i for i in stochastic if i < limit]
+        if chosen:
+            return chosen
+        if limit == 0:
+            raise ValueError(f"GRPO has nothing to train: timestep_fraction {c.timestep_fraction} of {c.steps} "
+                             f"step(s) selects no step (int({c.steps} × {c.timestep_fraction}) = 0): raise "
+                             "timestep_fraction (1.0 trains every stochastic step) or use more steps")
+        raise ValueError(f"timestep_fraction {c.timestep_fraction} of {c.steps} steps selects steps "
+                         f"0–{limit - 1}, none of them stochastic (stochastic: {stochastic}): raise "
+                         "timestep_fraction or move the SDE window earlier")
 
     # ----- what one iteration uses -------------------------------------------------------------------------
     def iteration_prompts(self, iteration: int) -> List[str]:
@@ -211,6 +290,7 @@ class GRPOTrainer:
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flow-cps-reward") if overlap else None
         chunks, images, scored = [], [], []
         blocked = 0.0
+        broken = None  # (kind, bad samples, samples so far) of the first micro-batch with NaN/inf
         try:
             for rows in self.micro_batches(len(prompts), c.sample_batch_size):
                 cond = cond_all[rows]
@@ -220,6 +300,9 @@ class GRPOTrainer:
                     window=self.sde_window(iteration), record=True, noise_scale=self.noise_scale,
                     noise=samplers.StepNoise([samplers.derive_seed(s, _STEP_NOISE_STREAM) for s in seeds[rows]]))
                 decoded = self.policy.decode(final)
+                broken = self._non_finite_rollout(final, decoded, rows)
+                if broken is not None:
+                    break  # not scored: a reward must never see NaN images
                 old = {i: samplers.log_prob(trajectory.samples[i], trajectory.means[i], trajectory.stds[i],
                                             kind=c.log_prob_kind) for i in trajectory.stochastic_steps}
                 chunks.append(Chunk(rows, cond, trajectory, old))
@@ -229,13 +312,15 @@ class GRPOTrainer:
                 else:
                     scored.append(self._timed_reward(decoded, prompts[rows]))
                     blocked += scored[-1][1]
-            if pool is not None:
+                self._restore_model()
+            if pool is not None and broken is None:
                 wait_start = time.perf_counter()
                 scored = [future.result() for future in scored]
                 blocked += time.perf_counter() - wait_start
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+        self._raise_if_rollout_broken(iteration, broken)
         rewards = torch.cat([r for r, _ in scored])
         reward_seconds = sum(seconds for _, seconds in scored)
         step_rewards = None
@@ -248,10 +333,38 @@ class GRPOTrainer:
         return Rollout(prompts, chunks, torch.cat(images), rewards, step_rewards, reward_seconds=reward_seconds,
                        blocked_seconds=blocked)
 
+    @staticmethod
+    def _non_finite_rollout(final: torch.Tensor, decoded: torch.Tensor, rows: slice):
+        """None when the micro-batch's latents and images are finite, else (what, bad count, samples so far)."""
+        bad_images = (~torch.isfinite(decoded.float())).flatten(1).any(dim=1)
+        bad_latents = (~torch.isfinite(final.float())).flatten(1).any(dim=1)
+        if bool(bad_images.any()):
+            return "decoded non-finite images", int(bad_images.sum()), rows.stop
+        if bool(bad_latents.any()):
+            return "sampled non-finite latents", int(bad_latents.sum()), rows.stop
+        return None
+
+    def _raise_if_rollout_broken(self, iteration: int, broken) -> None:
+        """Every rank calls this once per rollout, so one rank's NaN stops all of them (no rank waits forever)."""
+        bad = self.world.total(broken[1] if broken is not None else 0)
+        if not bad:
+            return
+        what, count, seen = broken if broken is not None else ("decoded non-finite images", 0, 0)
+        where = f"{count} of {seen}" if not self.world.active else f"{bad} samples over all ranks"
+        raise NonFiniteTraining(
+            f"iteration {iteration}: the rollout {what} ({where}); check the model/VAE dtype (float16 overflows: "
+            "try bfloat16 or float32), the cfg scale and the sampler settings. Nothing of this iteration was trained "
+            "or checkpointed; the last checkpoint stays", iteration, "rollout")
+
     def _timed_reward(self, images, prompts):
         start = time.perf_counter()
         rewards = self._reward(images, prompts)
         return rewards, time.perf_counter() - start
+
+    def _restore_model(self) -> None:
+        restore = getattr(self.policy, "restore_model", None)
+        if restore is not None:  # always from this (the sampling) thread: host model management is not thread-safe
+            restore()
 
     def _reward(self, images, prompts) -> torch.Tensor:
         return evaluate_reward(self.reward_fn, images, prompts).rewards.cpu()
@@ -263,6 +376,7 @@ class GRPOTrainer:
             completed = samplers.sample_flow(lambda x_t, t: self.denoise(x_t, t, cond), latent, self.times[i:],
                                              rule="ode")
             columns.append(self._reward(self.policy.decode(completed), prompts))
+            self._restore_model()
         return torch.stack(columns + [final_rewards], dim=1)
 
     # ----- advantages ----------------------------------------------------------------------------------------
@@ -284,12 +398,7 @@ class GRPOTrainer:
         if not candidates:
             raise ValueError("no stochastic step in the rollout: raise η or widen the SDE window")
         if c.timestep_selection == "first":
-            chosen = [i for i in candidates if i < int(c.steps * c.timestep_fraction)]
-            if not chosen:
-                raise ValueError(f"timestep_fraction {c.timestep_fraction} of {c.steps} steps selects steps "
-                                 f"0–{int(c.steps * c.timestep_fraction) - 1}, none of them stochastic (stochastic: "
-                                 f"{candidates}): raise timestep_fraction or move the SDE window earlier")
-            return chosen
+            return self._first_steps(candidates)
         count = max(1, round(len(candidates) * c.timestep_fraction))
         generator = torch.Generator().manual_seed(samplers.derive_seed(c.seed, iteration, _SELECTION_STREAM))
         order = torch.randperm(len(candidates), generator=generator)[:count].tolist()
@@ -359,6 +468,7 @@ class GRPOTrainer:
         trained = 0
         self.optimizer.zero_grad(set_to_none=True)
         grad_norms = []
+        self._bad_loss = None  # the first non-finite loss; its NaN gradients stop the optimizer step on every rank
         for _ in range(c.inner_epochs):
             for i in steps:
                 step_stats = {"loss": 0.0, "kl": 0.0, "ratio_mean": 0.0, "clip_fraction": 0.0,
@@ -379,7 +489,12 @@ class GRPOTrainer:
                             kl = samplers.gaussian_kl_equal_std(mean, ref_mean, std, kind=c.kl_kind).mean()
                             loss = loss + c.beta * kl
                         (loss * (share / c.gradient_accumulation)).backward()
-                    step_stats["loss"] += float(loss.detach()) * share
+                    value = float(loss.detach())
+                    if not math.isfinite(value) and self._bad_loss is None:
+                        self._bad_loss = (f"the loss at step {i} was {value} (policy loss {float(out['loss'].detach())}, "
+                                          f"KL {float(kl)}, ratio {float(out['ratio_min']):.3g}–"
+                                          f"{float(out['ratio_max']):.3g})")
+                    step_stats["loss"] += value * share
                     step_stats["kl"] += float(kl.detach()) * share
                     step_stats["ratio_mean"] += float(out["ratio_mean"]) * share
                     step_stats["clip_fraction"] += float(out["clip_fraction"]) * share
@@ -392,35 +507,66 @@ class GRPOTrainer:
         if trained % c.gradient_accumulation:
             grad_norms.append(self._optimizer_step())
         n = len(per_step)
+        measured = c.beta > 0  # with β = 0 no KL is computed: None, not a 0 that looks measured
         return {
-            "loss": sum(s["loss"] for s in per_step) / n, "kl": sum(s["kl"] for s in per_step) / n,
+            "loss": sum(s["loss"] for s in per_step) / n,
+            "kl": sum(s["kl"] for s in per_step) / n if measured else None,
             "ratio_mean": sum(s["ratio_mean"] for s in per_step) / n,
             "ratio_min": min(s["ratio_min"] for s in per_step), "ratio_max": max(s["ratio_max"] for s in per_step),
             "first_ratio_mean": per_step[0]["ratio_mean"], "first_ratio_min": per_step[0]["ratio_min"],
-            "first_ratio_max": per_step[0]["ratio_max"], "first_kl": per_step[0]["kl"],
+            "first_ratio_max": per_step[0]["ratio_max"], "first_kl": per_step[0]["kl"] if measured else None,
             "clip_fraction": sum(s["clip_fraction"] for s in per_step) / n,
             "grad_norm": max(grad_norms) if grad_norms else 0.0,
             "train_micro_batches": len(batches),
         }
 
     def _optimizer_step(self) -> float:
+        """Average (over ranks), clip and apply the gradients; non-finite ones are dropped and stop the run (the
+        averaged gradients are the same on every rank, so every rank stops)."""
         self.world.average_gradients(self.params)
-        norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
+        norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm))
+        bad_losses = self.world.total(self._bad_loss is not None)  # a NaN loss can leave finite (masked) gradients
+        if not math.isfinite(norm) or bad_losses:
+            self.optimizer.zero_grad(set_to_none=True)
+            what = f"non-finite gradients (norm {norm})" if not math.isfinite(norm) else "a non-finite loss"
+            cause = self._bad_loss or ("the loss was finite (the model's backward produced them)" if not bad_losses
+                                       else "on another rank")
+            raise NonFiniteTraining(
+                f"iteration {self.iteration}: {what}: {cause}. The LoRA was not updated by them. Lower the learning "
+                "rate or clip_range, check the model dtype (float16 overflows), then resume from the last "
+                "checkpoint", self.iteration, "gradients" if not math.isfinite(norm) else "loss")
         self.optimizer.step()
+        self._updates_this_iteration += 1
         self.optimizer.zero_grad(set_to_none=True)
-        return float(norm)
+        return norm
 
     def step(self) -> dict:
         """One GRPO iteration; returns (and records) its metrics."""
         iteration = self.iteration
+        if self.broken is not None:
+            raise RuntimeError(f"this trainer stopped with a half-done update ({self.broken}); resume from the last "
+                               "checkpoint in a new trainer")
         start = time.perf_counter()
         rollout = self.rollout(iteration)
         self.last_images = rollout.images.detach()
         rolled = time.perf_counter()
         advantages = self.advantages(rollout)
+        if not bool(torch.isfinite(advantages).all()):
+            raise NonFiniteTraining(f"iteration {iteration}: non-finite advantages from rewards "
+                                    f"{rollout.rewards.tolist()}; nothing of this iteration was trained", iteration,
+                                    "advantages")
         steps = self.selected_steps(rollout, iteration)
-        train_stats = self.train_on(rollout, advantages, steps)
+        self._updates_this_iteration = 0
+        try:
+            train_stats = self.train_on(rollout, advantages, steps)
+        except NonFiniteTraining:
+            if self._updates_this_iteration:  # earlier optimizer steps of this iteration already moved the LoRA
+                self.broken = f"iteration {iteration} stopped after {self._updates_this_iteration} of its updates"
+            raise
+        if self.ema is not None:
+            self.ema.update()
         done = time.perf_counter()
+        held_out = self.held_out(iteration)
         all_rewards = self.world.gather(rollout.rewards)
         metrics = {
             "iteration": iteration, "reward_mean": float(all_rewards.mean()), "reward_std": float(all_rewards.std()),
@@ -428,6 +574,9 @@ class GRPOTrainer:
             "time_rollout": rolled - start - rollout.blocked_seconds, "time_reward": rollout.reward_seconds,
             "time_train": done - rolled,
         }
+        if held_out is not None:
+            metrics.update(monitor=held_out["monitor"], held_out_reward=held_out["held_out_reward"],
+                           time_monitor=held_out["seconds"])
         if rollout.step_rewards is not None:
             metrics["step_advantage_abs_mean"] = advantages.abs().mean(dim=0).tolist()
             metrics["dense_reward_start"] = float(rollout.step_rewards[:, 0].mean())
@@ -435,19 +584,46 @@ class GRPOTrainer:
             metrics["dense_extra_reward_calls"] = sum(len(ch.trajectory.latents) for ch in rollout.chunks)
         self.iteration += 1
         self.history.append(metrics)
+        kl = "off (β = 0)" if metrics["kl"] is None else f"{metrics['kl']:.2e}"
         self.log(f"iteration {iteration}: reward {metrics['reward_mean']:.4f} ± {metrics['reward_std']:.4f}, "
-                 f"loss {metrics['loss']:.3e}, kl {metrics['kl']:.2e}, clip {metrics['clip_fraction']:.2f}, "
+                 f"loss {metrics['loss']:.3e}, kl {kl}, clip {metrics['clip_fraction']:.2f}, "
                  f"time rollout/reward/train {metrics['time_rollout']:.2f}/{metrics['time_reward']:.2f}/"
                  f"{metrics['time_train']:.2f} s"
                  + (f", dense rewards: {metrics['dense_extra_reward_calls']} extra ODE rollouts + reward calls"
-                    if "dense_extra_reward_calls" in metrics else ""))
+                    if "dense_extra_reward_calls" in metrics else "")
+                 + (f", held-out reward {held_out['held_out_reward']:.4f}"
+                    + (f", monitor {held_out['monitor']:.4f}" if held_out["monitor"] is not None else "")
+                    if held_out is not None else ""))
         return metrics
+
+    def held_out(self, iteration: Optional[int]) -> Optional[dict]:
+        """The drift monitor's scores of what would be saved now, when due (``iteration`` None = the base model, before
+        training); the held-out samples become the previews."""
+        c = self.config
+        if c.monitor_samples < 1 or (iteration is not None and (iteration + 1) % c.monitor_every
+                                     and iteration + 1 != c.iterations):
+            return None
+        start = time.perf_counter()
+        result = evaluate_held_out(self, self.monitor_fn)
+        self.last_images = result.pop("images").detach()
+        result["seconds"] = time.perf_counter() - start
+        return result
+
+    def export_lora_state_dict(self) -> Dict[str, torch.Tensor]:
+        """The LoRA to save: the EMA when it is on, else the trained weights (copies either way)."""
+        with self.ema.applied() if self.ema is not None else contextlib.nullcontext():
+            return {k: v.detach().clone() for k, v in self.policy.lora_state_dict().items()}
 
     def train(self, iterations: Optional[int] = None, checkpoint_path: Optional[str] = None,
               on_iteration: Optional[Callable[[dict], None]] = None) -> List[dict]:
         """Run until ``iterations`` in total (default: config.iterations); checkpoint every config.checkpoint_every
         iterations and at the end when ``checkpoint_path`` is given."""
         target = self.config.iterations if iterations is None else iterations
+        if self.iteration == 0 and self.monitor_baseline is None and self.config.monitor_samples > 0:
+            self.monitor_baseline = self.held_out(None)
+            self.log(f"held-out before training: reward {self.monitor_baseline['held_out_reward']:.4f}"
+                     + (f", monitor {self.monitor_baseline['monitor']:.4f}"
+                        if self.monitor_baseline["monitor"] is not None else ""))
         while self.iteration < target:
             metrics = self.step()
             self.check_finite()  # before anything reports or checkpoints a broken LoRA
@@ -461,8 +637,41 @@ class GRPOTrainer:
     # ----- checkpoints ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"format": checkpoints.FORMAT, "iteration": self.iteration, "history": self.history,
-                "config": self.config.to_dict(), "lora": self.policy.lora_state_dict(),
-                "optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
+                "config": self.config.to_dict(), "segments": self.segments, "lora": self.policy.lora_state_dict(),
+                "optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
+                **({"monitor_baseline": self.monitor_baseline} if self.monitor_baseline is not None else {})}
+
+    def run_settings(self, config: Optional[dict] = None, lora: Optional[dict] = None) -> dict:
+        """The RUN_SETTINGS of ``config`` (a GRPOConfig dict; default this trainer's) as JSON values, with the η and
+        α actually used: η one value per step (the rule's default filled in), α read from the LoRA when unset."""
+        config = self.config.to_dict() if config is None else config
+        settings = {name: config.get(name) for name in RUN_SETTINGS}
+        try:
+            settings["eta"] = samplers.loop.per_step_eta(config["rule"], config.get("eta"), config["steps"])
+        except (KeyError, TypeError, ValueError):
+            pass  # an η the sampler cannot read (a damaged checkpoint): compared as stored
+        if settings["lora_alpha"] is None:
+            network = getattr(self.policy, "lora", None)
+            if lora is None and isinstance(getattr(network, "alpha", None), (int, float)):
+                settings["lora_alpha"] = float(network.alpha)
+            else:
+                state = self.policy.lora_state_dict() if lora is None else lora
+                settings["lora_alpha"] = next((float(v) for k, v in state.items() if k.endswith(".alpha")), None)
+        return json.loads(json.dumps(settings, default=str))
+
+    def changed_settings(self, state: dict) -> Dict[str, tuple]:
+        """{name: (checkpoint's value, value now)} of the run settings that differ from the checkpoint's latest
+        segment."""
+        segments = state.get("segments")
+        if segments:
+            saved = segments[-1]["settings"]
+        elif isinstance(state.get("config"), dict):  # written before segments existed
+            saved = self.run_settings(state["config"], state.get("lora", {}))
+        else:
+            return {}
+        now = self.run_settings()
+        return {name: (saved.get(name), now[name]) for name in RUN_SETTINGS if saved.get(name) != now[name]}
 
     def non_finite_lora(self, state: Optional[dict] = None) -> Optional[str]:
         """The name of a LoRA tensor holding NaN or ±inf, None when all are finite. Without ``state`` the trainable
@@ -494,6 +703,9 @@ class GRPOTrainer:
             return
         if self.iteration < 1:
             raise ValueError("no GRPO iteration trained yet: nothing to checkpoint")
+        if self.broken is not None:
+            raise RuntimeError(f"not checkpointed: the LoRA holds part of an iteration's updates ({self.broken}); "
+                               "the last checkpoint written stays as it was")
         state = self.state_dict()
         self.check_finite(state["lora"])
         checkpoints.write_checkpoint(path, state)
@@ -504,21 +716,33 @@ class GRPOTrainer:
         whose last good checkpoint stays)."""
         if self.iteration < 1:
             return "no iteration was trained"
+        if self.broken is not None:
+            return f"the LoRA holds part of an iteration's updates ({self.broken})"
         bad = self.non_finite_lora()
         if bad is not None:
             return f"the LoRA is non-finite (NaN/inf in {bad})"
         self.save_checkpoint(path)
         return None
 
-    def load_checkpoint(self, path: str) -> None:
+    def load_checkpoint(self, path: str, allow_changed_settings: bool = False) -> None:
         """Resume from a checkpoint: LoRA, optimizer moments, iteration, history and RNG come from the file; the
         optimizer settings set now (lr, weight_decay, betas, eps, …) win over the ones stored in it.
+
+        A checkpoint trained with other RUN_SETTINGS (rule, η, steps, …) raises SettingsChanged, unless
+        ``allow_changed_settings``: then the run continues with the settings set now and ``segments`` records from
+        which iteration on which settings were used (the history before keeps its own).
 
         Never unpickles: a v1 ``torch.save`` checkpoint raises CheckpointError saying how to convert it."""
         state = checkpoints.read_checkpoint(path)
         missing = [k for k in ("lora", "optimizer", "iteration", "history", "torch_rng") if k not in state]
         if missing:
             raise checkpoints.CheckpointError(f"{path}: the checkpoint misses {missing}")
+        different = self.changed_settings(state)
+        if different and not allow_changed_settings:
+            raise SettingsChanged(path, different, int(state["iteration"]))
+        segments = state.get("segments") or [
+            {"first_iteration": 0, "settings": self.run_settings(state["config"], state["lora"])
+             if isinstance(state.get("config"), dict) else None}]
         self.policy.load_lora_state_dict(state["lora"])
         now = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
@@ -528,18 +752,61 @@ class GRPOTrainer:
                 self.log("resume: optimizer settings set now replace the checkpoint's: " + ", ".join(
                     f"{k} {old} -> {new}" for k, (old, new) in changed.items()))
             group.update(settings)
+        if self.ema is not None:
+            if "ema" in state:
+                self.ema.load_state_dict(state["ema"])
+            else:  # a run started without the EMA: it starts now, from the trained weights
+                self.ema = LoRAEMA(self.params, self.config.ema_decay)
+                self.log("resume: the checkpoint has no EMA of the LoRA; the EMA starts from the resumed weights")
+        self.monitor_baseline = state.get("monitor_baseline")
         self.iteration = int(state["iteration"])
         self.history = list(state["history"])
+        self.segments = [dict(segment) for segment in segments]
+        if different:
+            self.segments.append({"first_iteration": self.iteration, "settings": self.run_settings()})
+            self.log(f"resume: from iteration {self.iteration} on the run uses other settings: "
+                     + describe_changes(different))
         torch.set_rng_state(state["torch_rng"])
 
 
-class NonFiniteLoRA(FloatingPointError):
+def _show(value) -> str:
+    if isinstance(value, list) and value and all(v == value[0] for v in value) and not isinstance(value[0], str):
+        return f"{value[0]!r} on all {len(value)} steps" if len(value) > 1 else repr(value[0])
+    return repr(value)
+
+
+def describe_changes(changes: Dict[str, tuple]) -> str:
+    return "; ".join(f"{name} {_show(old)} -> {_show(new)}" for name, (old, new) in changes.items())
+
+
+class SettingsChanged(ValueError):
+    """A checkpoint was trained with other run settings (``changes``: {name: (checkpoint's, now)})."""
+    __module__ = "flow_cps"  # ComfyUI shows f"{__module__}.{name}" as the error type; the real one is a folder path
+
+    def __init__(self, path: str, changes: Dict[str, tuple], iteration: int):
+        self.path, self.changes, self.iteration = path, changes, iteration
+        super().__init__(
+            f"{path} ({iteration} iterations) was trained with other settings: {describe_changes(changes)}. "
+            "Resuming would continue its history under settings it was not trained with: set them back to the "
+            "checkpoint's, or start a new run")
+
+
+class NonFiniteTraining(FloatingPointError):
+    """NaN/inf stopped a GRPO iteration (``iteration``, 0-based) before it could write over good work; ``cause`` is
+    where it was found: "rollout" (images/latents), "advantages", "loss", "gradients" or "lora"."""
+    __module__ = "flow_cps"  # ComfyUI shows f"{__module__}.{name}" as the error type; the real one is a folder path
+
+    def __init__(self, message: str, iteration: int, cause: str):
+        super().__init__(message)
+        self.iteration, self.cause = iteration, cause
+
+
+class NonFiniteLoRA(NonFiniteTraining):
     """A trained iteration produced NaN/inf in the LoRA (``iteration``: that iteration, 0-based)."""
     __module__ = "flow_cps"  # ComfyUI shows f"{__module__}.{name}" as the error type; the real one is a folder path
 
     def __init__(self, message: str, iteration: int):
-        super().__init__(message)
-        self.iteration = iteration
+        super().__init__(message, iteration, "lora")
 
 
 def reward_curve(history: List[dict], title: str = "GRPO reward") -> torch.Tensor:
@@ -552,4 +819,5 @@ def reward_curve(history: List[dict], title: str = "GRPO reward") -> torch.Tenso
                                                        [m + s for m, s in zip(mean, std)])})
 
 
-__all__ = ["GRPOTrainer", "NonFiniteLoRA", "Rollout", "World", "reward_curve"]
+__all__ = ["GRPOTrainer", "NonFiniteLoRA", "NonFiniteTraining", "RUN_SETTINGS", "Rollout", "SettingsChanged", "World",
+           "describe_changes", "reward_curve"]

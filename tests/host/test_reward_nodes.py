@@ -88,3 +88,25 @@ def test_ocr_node_scores_or_names_the_missing_package(comfy):
     else:
         error = comfy.execution_error(messages)
         assert error is not None and "pip install rapidocr onnxruntime" in error["exception_message"]
+
+
+def loaded_models_after(comfy, graph, node, output):
+    """Run ``graph`` with the fixture pack's LoadedModels node computed after ``node``'s STRING ``output``."""
+    graph["99"] = {"class_type": "FlowCPSTest_LoadedModels", "inputs": {"after": [node, output]}}
+    entry, messages = comfy.run(graph, timeout=600)
+    assert entry["status"]["status_str"] == "success", (comfy.execution_error(messages), comfy.log_tail())
+    return entry["outputs"]["99"]["text"][0].splitlines()
+
+
+def test_reward_models_are_placed_by_comfy_model_management(comfy):
+    """The CLIP reward (scoring) and the digit classifier (training) are loaded through load_models_gpu like the VAE,
+    so ComfyUI can move them off the GPU when the diffusion model needs the memory."""
+    from test_grpo_nodes import grpo_graph
+    make_tiny_reward_models(Path(comfy.models_dir) / "reward_models")
+    rows = loaded_models_after(comfy, score_graph({"class_type": "FlowCPS_RewardCLIP", "inputs": {
+        "model": "clipscore", "path": "", "dtype": "float32"}}), "21", 0)
+    assert "RewardModels[CLIPModel] load=cpu offload=cpu" in rows, rows
+    graph = grpo_graph("host_managed_reward", iterations=1, save=False)
+    graph["4"]["inputs"].update(group_size=2, prompts_per_iteration=2, sample_batch_size=2, train_batch_size=2)
+    rows = loaded_models_after(comfy, graph, "4", 3)
+    assert "RewardModels[DigitClassifier] load=cpu offload=cpu" in rows, rows

@@ -43,10 +43,34 @@ def check_images(images: torch.Tensor, prompts: Sequence[str], name: str) -> Non
     if len(prompts) != images.shape[0]:
         raise RewardError(f"reward '{name}' got {images.shape[0]} images but {len(prompts)} prompts; pass one prompt "
                           "per image (repeat the prompt for a batch of one prompt)")
+    check_finite_inputs(images, name, "image")
+
+
+def non_finite_rows(batch: torch.Tensor) -> list:
+    """Indices along dim 0 of the rows holding NaN or ±inf."""
+    if not batch.is_floating_point() and not batch.is_complex():
+        return []
+    return (~torch.isfinite(batch)).flatten(1).any(dim=1).nonzero().flatten().tolist()
+
+
+def check_finite_inputs(batch: torch.Tensor, name: str, kind: str) -> None:
+    """Reject NaN/inf images (or videos): many rewards (JPEG size, OCR) would score them as ordinary values."""
+    bad = non_finite_rows(batch)
+    if bad:
+        raise RewardError(f"reward '{name}' got non-finite values (NaN/inf) in {kind}(s) {bad} of {batch.shape[0]}; "
+                          "they cannot be scored. The model or VAE produced them: check its dtype (fp16 overflows) "
+                          "and the sampler settings")
 
 
 def check_rewards(rewards: torch.Tensor, batch: int, name: str) -> torch.Tensor:
-    rewards = torch.as_tensor(rewards)
+    if rewards is None:
+        raise RewardError(f"reward '{name}' returned None; it must return a tensor of {batch} rewards, one per image "
+                          "(check that the function ends with a return statement)")
+    try:
+        rewards = torch.as_tensor(rewards)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise RewardError(f"reward '{name}' returned {type(rewards).__name__}, which is not a tensor of {batch} "
+                          f"numbers ({e})") from None
     if rewards.shape != (batch,):
         raise RewardError(f"reward '{name}' returned shape {list(rewards.shape)}, expected [{batch}]")
     bad = ~torch.isfinite(rewards)
@@ -72,6 +96,13 @@ class Reward:
 
     name = "reward"
     accepts_video = False  # True: evaluate() also takes videos [B, T, H, W, C] and scores each as a whole
+    # True: may score in a worker thread while the sampler samples (it uses nothing the sampling thread uses)
+    thread_safe = False
+
+    def models(self) -> List[torch.nn.Module]:
+        """The torch modules this reward computes with, for a host to place on a device (see managed.py). A reward
+        whose models are placed already (a ManagedReward) lists none, so nothing is placed twice."""
+        return []
 
     def compute(self, images: torch.Tensor, prompts: Sequence[str]) -> Union[torch.Tensor, Tuple[torch.Tensor, Details]]:
         raise NotImplementedError
@@ -105,6 +136,11 @@ def evaluate_reward(reward: RewardFn, images: torch.Tensor, prompts: Sequence[st
     name = reward_name(reward)
     check_images(images, prompts, name)
     return RewardResult(check_rewards(reward(images, list(prompts)), images.shape[0], name))
+
+
+def reward_models(reward: RewardFn) -> List[torch.nn.Module]:
+    """``reward.models()`` for a Reward; none for a plain callable (its modules are unknown)."""
+    return list(reward.models()) if isinstance(reward, Reward) else []
 
 
 def reward_name(reward: RewardFn) -> str:

@@ -39,7 +39,8 @@ model's ``max_position_embeddings`` (77); identical prompts in a batch (GRPO gro
 transformers 4.x returns a tensor from ``get_image_features``/``get_text_features``; 5.x returns a
 ``BaseModelOutputWithPooling`` whose ``pooler_output`` holds the *projected* embedding. :func:`projected_features`
 handles both. Models run in eval mode under ``torch.no_grad()`` in ``dtype`` (float32 default), on the device of
-the images (moved on first use); scores are float32.
+the images (moved on first use; a host's memory manager may place them instead, see managed.py); scores are
+float32.
 """
 from __future__ import annotations
 
@@ -356,6 +357,7 @@ class ClipRewardBase(Reward):
     """Shared machinery: a transformers ``CLIPModel`` (+ tokenizer), batched features on the images' device."""
 
     name = "clip"
+    thread_safe = True  # its own model under no_grad (a host that places the model wraps it: see managed.py)
 
     def __init__(self, model, tokenizer, image_spec: ImageSpec, *, dtype: Union[str, torch.dtype] = "float32",
                  batch_size: int = 16):
@@ -364,7 +366,6 @@ class ClipRewardBase(Reward):
         self.tokenizer = tokenizer
         self.image_spec = image_spec
         self.batch_size = max(1, int(batch_size))
-        self.device = torch.device("cpu")
         model_size = getattr(getattr(model.config, "vision_config", model.config), "image_size", None)
         if model_size is not None and tuple(image_spec.crop) != (model_size, model_size):
             raise RewardError(f"reward '{self.name}': preprocessor_config.json crops to {image_spec.crop} but the CLIP "
@@ -375,10 +376,14 @@ class ClipRewardBase(Reward):
     def max_text_length(self) -> int:
         return int(self.model.config.text_config.max_position_embeddings)
 
+    def models(self):
+        return [self.model]
+
     def _to(self, device: torch.device) -> None:
-        if device != self.device:
-            self.model.to(device)
-            self.device = device
+        """Follow the images, reading where the weights are now: a host's memory manager may have moved them."""
+        for module in self.models():
+            if next(module.parameters()).device != device:
+                module.to(device)
         self.model.eval()
 
     @torch.no_grad()
@@ -567,10 +572,8 @@ class AestheticReward(ClipRewardBase):
                          dtype=dtype, batch_size=batch_size)
         self.weights_path, self.clip_path = weights, clip_dir
 
-    def _to(self, device):
-        if device != self.device:
-            self.head.to(device)
-        super()._to(device)
+    def models(self):
+        return [self.model, self.head]
 
     @torch.no_grad()
     def compute(self, images, prompts):

@@ -5,7 +5,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .base import Reward, RewardError, RewardFn, evaluate_reward, reward_name
+from .base import Reward, RewardError, RewardFn, evaluate_reward, reward_models, reward_name
 
 EPS = 1e-8
 
@@ -15,6 +15,15 @@ def z_normalise(values: torch.Tensor) -> torch.Tensor:
     std = values.std(unbiased=False)
     centred = values - values.mean()
     return centred / std if std > EPS else torch.zeros_like(values)
+
+
+def unique_modules(modules):
+    seen, out = set(), []
+    for module in modules:
+        if id(module) not in seen:
+            seen.add(id(module))
+            out.append(module)
+    return out
 
 
 class CombinedReward(Reward):
@@ -36,6 +45,13 @@ class CombinedReward(Reward):
         names = [reward_name(r) for r in self.rewards]
         self.component_names = [n if names.count(n) == 1 else f"{n}#{k}" for k, n in enumerate(names)]
         self.name = name or "+".join(f"{w:g}·{n}" for w, n in zip(weights, self.component_names))
+
+    @property
+    def thread_safe(self) -> bool:
+        return all(getattr(r, "thread_safe", False) for r in self.rewards)
+
+    def models(self):
+        return unique_modules(m for r in self.rewards for m in reward_models(r))
 
     def compute(self, images, prompts):
         if self.normalize and images.shape[0] < 2:

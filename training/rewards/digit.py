@@ -15,9 +15,13 @@ class DigitReward(Reward):
     """P(requested digit) under the shipped 16×16 classifier; details carry the predicted digit."""
 
     name = "digit"
+    thread_safe = True
 
     def __init__(self, classifier: Optional[DigitClassifier] = None):
         self.classifier = classifier or load_classifier()
+
+    def models(self):
+        return [self.classifier]
 
     def compute(self, images: torch.Tensor, prompts: Sequence[str]):
         try:

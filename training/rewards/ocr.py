@@ -92,6 +92,7 @@ class OCRReward(Reward):
     """Text-rendering accuracy read by rapidocr (PP-OCR det + rec, ONNX on the CPU). details: text, target."""
 
     name = "ocr"
+    thread_safe = True  # one ONNX session on the CPU, used by one thread at a time
 
     def __init__(self, engine: Optional[object] = None):
         self.engine = engine if engine is not None else make_engine()

@@ -10,7 +10,8 @@ from typing import Sequence
 
 import torch
 
-from .base import Reward, RewardError, RewardFn, RewardResult, check_rewards, evaluate_reward, reward_name
+from .base import (Reward, RewardError, RewardFn, RewardResult, check_finite_inputs, check_rewards, evaluate_reward,
+                   reward_models, reward_name)
 
 FRAME_REDUCTIONS = ("mean", "min", "max", "first", "middle", "last")
 
@@ -23,6 +24,7 @@ def check_videos(videos: torch.Tensor, prompts: Sequence[str], name: str) -> Non
         raise RewardError(f"reward '{name}' got {videos.shape[0]} videos but "
                           f"{'a single string' if isinstance(prompts, str) else len(prompts)} prompts; pass one "
                           "prompt per video")
+    check_finite_inputs(videos, name, "video")
 
 
 def reduce_frames(scores: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -49,6 +51,13 @@ class FrameReward(Reward):
             raise ValueError(f"unknown frame reduction {reduction!r}; choose one of {', '.join(FRAME_REDUCTIONS)}")
         self.reward, self.reduction = reward, reduction
         self.name = f"{reward_name(reward)} ({reduction} over frames)"
+
+    @property
+    def thread_safe(self) -> bool:
+        return getattr(self.reward, "thread_safe", False)
+
+    def models(self):
+        return reward_models(self.reward)
 
     def evaluate(self, images: torch.Tensor, prompts: Sequence[str]):
         if images.dim() == 4:  # a plain image batch: score it as the wrapped reward would

@@ -31,7 +31,13 @@ def jpeg_kilobytes(images: torch.Tensor, quality: int = 95) -> torch.Tensor:
     return torch.tensor(sizes, dtype=torch.float32)
 
 
-class JpegCompressibility(Reward):
+class WeightFreeReward(Reward):
+    """Plain tensor/PIL maths on the images alone: safe to score in a worker thread while sampling goes on."""
+
+    thread_safe = True
+
+
+class JpegCompressibility(WeightFreeReward):
     """DDPO (Black et al. 2023) compressibility: −(JPEG size in kB at quality 95). Smaller files score higher."""
 
     name = "jpeg_compressibility"
@@ -41,7 +47,7 @@ class JpegCompressibility(Reward):
         return -kb, {"kb": kb.tolist()}
 
 
-class JpegIncompressibility(Reward):
+class JpegIncompressibility(WeightFreeReward):
     """DDPO incompressibility: +(JPEG size in kB at quality 95). Detailed (or noisy) images score higher."""
 
     name = "jpeg_incompressibility"
@@ -63,7 +69,7 @@ def colorfulness(images: torch.Tensor) -> torch.Tensor:
     return std + 0.3 * mean
 
 
-class Colorfulness(Reward):
+class Colorfulness(WeightFreeReward):
     """Hasler–Süsstrunk colourfulness (0–255 scale)."""
 
     name = "colorfulness"
@@ -87,7 +93,7 @@ def laplacian_variance(images: torch.Tensor) -> torch.Tensor:
     return response.flatten(1).var(dim=1, unbiased=False)
 
 
-class Sharpness(Reward):
+class Sharpness(WeightFreeReward):
     """Variance of the Laplacian of the luma (×1000 so typical photos land around 1–50)."""
 
     name = "sharpness"
@@ -97,7 +103,7 @@ class Sharpness(Reward):
         return laplacian_variance(images) * self.scale
 
 
-class LowNoise(Reward):
+class LowNoise(WeightFreeReward):
     """−σ̂, the residual-noise estimate of the comparison nodes (finest Haar diagonal band, MAD / 0.6745, in [0, 1]
     image units): the artifact Flow-SDE leaves and CPS removes. details: sigma."""
 
@@ -108,8 +114,30 @@ class LowNoise(Reward):
         return -sigma, {"sigma": sigma.tolist()}
 
 
+def paper_haze(images: torch.Tensor) -> torch.Tensor:
+    """Mean darkness (1 − luma) of the lighter half of each image's pixels, [B]: for dark ink on light paper (ink
+    covers well under half of a digit image) that half is paper, so this reads 0 for clean white paper and rises
+    with the grey haze an over-trained toy LoRA puts on the background; strokes and their soft edges do not count."""
+    darkness = (1 - luma(images)).flatten(1)
+    half = max(1, darkness.shape[1] // 2)
+    return darkness.topk(half, dim=1, largest=False).values.mean(1)
+
+
+class PaperHaze(WeightFreeReward):
+    """−(mean darkness of the paper, the lighter half of the pixels): for dark ink on light paper such as the toy
+    digits, how grey the background is (0 = clean). A drift monitor for the toy: the digit reward does not see it.
+    details: haze."""
+
+    name = "paper_haze"
+
+    def compute(self, images, prompts):
+        haze = paper_haze(images)
+        return -haze, {"haze": haze.tolist()}
+
+
 WEIGHT_FREE_REWARDS: Dict[str, Type[Reward]] = {
-    cls.name: cls for cls in (JpegCompressibility, JpegIncompressibility, Colorfulness, Sharpness, LowNoise)}
+    cls.name: cls for cls in (JpegCompressibility, JpegIncompressibility, Colorfulness, Sharpness, LowNoise,
+                              PaperHaze)}
 
 
 def weight_free_reward(name: str) -> Reward:
@@ -118,5 +146,6 @@ def weight_free_reward(name: str) -> Reward:
     return WEIGHT_FREE_REWARDS[name]()
 
 
-__all__ = ["JpegCompressibility", "JpegIncompressibility", "Colorfulness", "Sharpness", "LowNoise",
+__all__ = ["JpegCompressibility", "JpegIncompressibility", "Colorfulness", "Sharpness", "LowNoise", "PaperHaze",
+           "paper_haze",
            "WEIGHT_FREE_REWARDS", "weight_free_reward", "jpeg_kilobytes", "colorfulness", "laplacian_variance"]
