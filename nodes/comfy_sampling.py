@@ -22,7 +22,7 @@ SUPPORTED_MODELS = ("SD3/SD3.5, Flux, Qwen-Image, HiDream, Lumina 2, AuraFlow, C
 
 
 class NotAFlowModelError(ValueError):
-    pass
+    __module__ = "flow_cps"  # ComfyUI shows f"{__module__}.{name}" as the error type; the real one is a folder path
 
 
 def _prediction_name(model_sampling) -> str:

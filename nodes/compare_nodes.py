@@ -11,6 +11,7 @@ from comfy_api.latest import io, ui
 from ..samplers.compare import noise_level_chart, parse_floats, parse_names, parse_rule_specs
 from ..samplers.image_noise import estimate_noise, estimate_noise_chw
 from ..samplers.plots import label_grid
+from .widget_options import SCALE_STEP
 from .comfy_sampling import ksampler_object, require_flow_model, sampler_accepts_eta
 
 CATEGORY = "flow-cps/compare"
@@ -64,7 +65,7 @@ class FlowSamplerGrid(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed shared by every cell (initial and step noise)."),
                 io.Int.Input("steps", default=10, min=1, max=10000, tooltip="Sampling steps for every cell."),
-                io.Float.Input("cfg", default=4.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                io.Float.Input("cfg", default=4.0, min=0.0, max=100.0, step=SCALE_STEP,
                                tooltip="Classifier-free guidance scale."),
                 io.Combo.Input("scheduler", options=list(comfy.samplers.SCHEDULER_NAMES), default="normal",
                                tooltip="Scheduler for every cell (`normal` reproduces diffusers' SD3 schedule)."),
@@ -74,7 +75,7 @@ class FlowSamplerGrid(io.ComfyNode):
                 io.String.Input("etas", default="0.3, 0.7, 1.0",
                                 tooltip="Columns: η values separated by commas. Samplers without η repeat one image."),
             ],
-            outputs=[io.Image.Output(display_name="grid")],
+            outputs=[io.Image.Output(display_name="grid", tooltip="The labelled sampler × η image grid.")],
         )
 
     @classmethod
@@ -103,7 +104,7 @@ class FlowNoiseEstimate(io.ComfyNode):
             inputs=[io.Image.Input("images", tooltip="Images to measure (values in [0, 1]).")],
             outputs=[io.Float.Output(display_name="noise_std", is_output_list=True,
                                      tooltip="One estimate per image, in image units (0–1 scale)."),
-                     io.String.Output(display_name="report")],
+                     io.String.Output(display_name="report", tooltip="The estimates as text, one line per image.")],
             is_output_node=True,
         )
 
@@ -135,7 +136,8 @@ class FlowNoiseLevelPlot(io.ComfyNode):
                                tooltip="Take the schedule from this flow model (its shift)."),
                 io.Sigmas.Input("sigmas", optional=True, tooltip="Or give the schedule directly."),
             ],
-            outputs=[io.Image.Output(display_name="plot")],
+            outputs=[io.Image.Output(display_name="plot",
+                                     tooltip="Noise std after each step per sampler, against the schedule's t'.")],
         )
 
     @classmethod

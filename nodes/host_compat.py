@@ -32,7 +32,7 @@ SHARED = "shared"      # clone() sharing the loaded weights, whose inference ten
 
 
 class DynamicModelNotTrainable(ValueError):
-    pass
+    __module__ = "flow_cps"  # ComfyUI shows f"{__module__}.{name}" as the error type; the real one is a folder path
 
 
 def trainable_copy_strategy(patcher) -> str:

@@ -8,6 +8,7 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from .reward_placement import managed_by_comfy
+from .widget_options import WEIGHT_STEP
 from ..training.rewards import (FRAME_REDUCTIONS, WEIGHT_FREE_REWARDS, CombinedReward, DigitReward, FrameReward,
                                 OCRReward, evaluate_reward, load_clip_reward, weight_free_reward)
 
@@ -15,6 +16,12 @@ CATEGORY = "flow-cps/rewards"
 RewardType = io.Custom("REWARD")
 REWARD_FOLDER = "reward_models"  # models/reward_models/<name>/ (more roots: a reward_models entry in extra_model_paths)
 CLIP_REWARDS = ["pickscore", "hpsv2", "aesthetic", "clipscore"]
+
+
+def reward_output(what: str):
+    return RewardType.Output(display_name="reward",
+                             tooltip=f"{what[0].upper()}{what[1:]}, for the GRPO trainer, Combine Rewards or Score "
+                                     "Images.")
 
 
 def register_reward_folder() -> None:
@@ -54,7 +61,7 @@ class DigitRewardLoader(io.ComfyNode):
             description="The shipped digit classifier's probability that an image shows the digit its prompt names "
                         "(a verifiable, GenEval-like reward for the toy model). No download.",
             inputs=[],
-            outputs=[RewardType.Output(display_name="reward")],
+            outputs=[reward_output("the digit reward")],
         )
 
     @classmethod
@@ -82,7 +89,7 @@ class CLIPFamilyRewardLoader(io.ComfyNode):
                 io.Combo.Input("dtype", options=["float32", "float16", "bfloat16"], default="float32",
                                tooltip="Compute dtype (float16/bfloat16 halve memory on a GPU)."),
             ],
-            outputs=[RewardType.Output(display_name="reward")],
+            outputs=[reward_output("the loaded reward model")],
         )
 
     @classmethod
@@ -103,7 +110,7 @@ class WeightFreeRewardLoader(io.ComfyNode):
                         "The prompt is ignored.",
             inputs=[io.Combo.Input("kind", options=list(WEIGHT_FREE_REWARDS), default="low_noise",
                                    tooltip="Which weight-free reward.")],
-            outputs=[RewardType.Output(display_name="reward")],
+            outputs=[reward_output("the weight-free reward")],
         )
 
     @classmethod
@@ -122,7 +129,7 @@ class OCRRewardLoader(io.ComfyNode):
                         "compares with the first quoted text of the prompt: 1 − edit distance / length, spaces and "
                         "case ignored (the CPS / Flow-GRPO OCR task). Needs: pip install rapidocr onnxruntime.",
             inputs=[],
-            outputs=[RewardType.Output(display_name="reward")],
+            outputs=[reward_output("the OCR reward")],
         )
 
     @classmethod
@@ -141,17 +148,21 @@ class CombineRewards(io.ComfyNode):
                         "first (as the Precise paper mixes rewards), so rewards on different scales weigh as given.",
             inputs=[
                 RewardType.Input("reward_1", tooltip="First reward."),
-                io.Float.Input("weight_1", default=1.0, min=-100.0, max=100.0, step=0.01, tooltip="Its weight."),
+                io.Float.Input("weight_1", default=1.0, min=-100.0, max=100.0, step=WEIGHT_STEP,
+                               tooltip="Its weight."),
                 RewardType.Input("reward_2", optional=True, tooltip="Second reward (optional)."),
-                io.Float.Input("weight_2", default=1.0, min=-100.0, max=100.0, step=0.01, tooltip="Its weight."),
+                io.Float.Input("weight_2", default=1.0, min=-100.0, max=100.0, step=WEIGHT_STEP,
+                               tooltip="Its weight."),
                 RewardType.Input("reward_3", optional=True, tooltip="Third reward (optional)."),
-                io.Float.Input("weight_3", default=1.0, min=-100.0, max=100.0, step=0.01, tooltip="Its weight."),
+                io.Float.Input("weight_3", default=1.0, min=-100.0, max=100.0, step=WEIGHT_STEP,
+                               tooltip="Its weight."),
                 RewardType.Input("reward_4", optional=True, tooltip="Fourth reward (optional)."),
-                io.Float.Input("weight_4", default=1.0, min=-100.0, max=100.0, step=0.01, tooltip="Its weight."),
+                io.Float.Input("weight_4", default=1.0, min=-100.0, max=100.0, step=WEIGHT_STEP,
+                               tooltip="Its weight."),
                 io.Boolean.Input("normalize", default=False,
                                  tooltip="z-normalise each reward over the batch before weighting (needs ≥ 2 images)."),
             ],
-            outputs=[RewardType.Output(display_name="reward")],
+            outputs=[reward_output("the weighted sum")],
         )
 
     @classmethod

@@ -8,35 +8,38 @@ from __future__ import annotations
 import comfy.samplers
 from comfy_api.latest import io
 
-from ..samplers import DEFAULT_ETA, LOG_PROB_KINDS
+from ..samplers import DEFAULT_ETA, ETA_RANGE, LOG_PROB_KINDS
 from ..samplers.eta_schedule import EtaSchedule
 from .comfy_sampling import SAMPLER_FUNCTIONS
+from .widget_options import ETA_STEP
 
 CATEGORY = "flow-cps/samplers"
 EtaScheduleType = io.Custom("FLOW_ETA_SCHEDULE")
+SDE_END_DEFAULT = 10000  # every node's sde_end_step default and max: "until the end" for any step count
 
 _RULE_INFO = {
-    # rule: (node id, display name, KSampler name, η max, description)
-    "cps": ("FlowCPS_SamplerCPS", "Sampler CPS (flow)", "flow_cps", 1.0,
+    # rule: (node id, display name, KSampler name, description); the η range is samplers.ETA_RANGE[rule]
+    "cps": ("FlowCPS_SamplerCPS", "Sampler CPS (flow)", "flow_cps",
             "Coefficients-Preserving Sampling (arXiv 2509.05952, eq. 12): each step replaces a fraction sin(η·π/2) "
             "of the predicted noise with fresh noise while keeping the noise level exactly on schedule. Clean images "
             "with stochasticity for RL."),
-    "cpws": ("FlowCPS_SamplerCPWS", "Sampler CPWS (flow)", "flow_cpws", 1.0,
+    "cpws": ("FlowCPS_SamplerCPWS", "Sampler CPWS (flow)", "flow_cpws",
              "Coefficients-Preserving Wiener Sampling (CPS paper eq. 15): Flow-GRPO's noise amount σ_t·√Δt, with "
              "the predicted noise shrunk so the total noise stays on schedule."),
-    "precise": ("FlowCPS_SamplerPrecise", "Sampler Precise (flow)", "flow_precise", 4.0,
+    "precise": ("FlowCPS_SamplerPrecise", "Sampler Precise (flow)", "flow_precise",
                 "Precise sampler (arXiv 2605.23522): keeps a fraction ρ = (SNR ratio)^(η²/2) of the predicted noise "
                 "and tops up with fresh noise; η = √2 is DDIM(η=1) / DDPM ancestral."),
-    "flow_sde": ("FlowCPS_SamplerFlowSDE", "Sampler Flow-SDE (Flow-GRPO)", "flow_sde", 5.0,
+    "flow_sde": ("FlowCPS_SamplerFlowSDE", "Sampler Flow-SDE (Flow-GRPO)", "flow_sde",
                  "Flow-GRPO's SDE (σ_t = η·√(t/(1−t))). Injects more noise than the schedule allows; kept for "
                  "comparison and for reproducing Flow-GRPO."),
-    "dance_sde": ("FlowCPS_SamplerDanceSDE", "Sampler Dance-SDE (DanceGRPO)", "dance_sde", 5.0,
+    "dance_sde": ("FlowCPS_SamplerDanceSDE", "Sampler Dance-SDE (DanceGRPO)", "dance_sde",
                   "DanceGRPO's SDE (σ_t = η). Ends with the model's x̂0 at the last step, as DanceGRPO decodes it."),
 }
 
 
 def _make_sampler_node(rule: str):
-    node_id, display_name, ksampler_name, eta_max, description = _RULE_INFO[rule]
+    node_id, display_name, ksampler_name, description = _RULE_INFO[rule]
+    eta_min, eta_max = ETA_RANGE[rule]
 
     class FlowSamplerNode(io.ComfyNode):
         @classmethod
@@ -47,12 +50,12 @@ def _make_sampler_node(rule: str):
                 category=CATEGORY,
                 description=description + " Works with flow-matching models only (SD3/3.5, Flux, Qwen-Image, …).",
                 inputs=[
-                    io.Float.Input("eta", default=DEFAULT_ETA[rule], min=0.0, max=eta_max, step=0.01,
-                                   tooltip=f"Noise amount (default {DEFAULT_ETA[rule]}). 0 gives the deterministic "
-                                           "Euler/ODE sampler."),
-                    io.Int.Input("sde_start_step", default=0, min=0, max=10000,
+                    io.Float.Input("eta", default=DEFAULT_ETA[rule], min=eta_min, max=eta_max, step=ETA_STEP,
+                                   tooltip=f"Noise amount, {eta_min:g} to {eta_max:g} (default {DEFAULT_ETA[rule]}). "
+                                           "0 gives the deterministic Euler/ODE sampler."),
+                    io.Int.Input("sde_start_step", default=0, min=0, max=SDE_END_DEFAULT,
                                  tooltip="First stochastic step (0-based). Steps before it are deterministic (ODE)."),
-                    io.Int.Input("sde_end_step", default=10000, min=1, max=10000,
+                    io.Int.Input("sde_end_step", default=SDE_END_DEFAULT, min=1, max=SDE_END_DEFAULT,
                                  tooltip="Stochastic steps stop before this step; later steps are deterministic. "
                                          "Values above the step count mean 'until the end'."),
                     io.Combo.Input("log_prob_kind", options=list(LOG_PROB_KINDS), default="gaussian",
@@ -63,7 +66,8 @@ def _make_sampler_node(rule: str):
                                           tooltip="Optional per-step η (e.g. from the DenseGRPO calibration node). "
                                                   "Overrides eta; needs one value per sampling step."),
                 ],
-                outputs=[io.Sampler.Output()],
+                outputs=[io.Sampler.Output(tooltip=f"The {rule} sampler, for SamplerCustom / SamplerCustomAdvanced "
+                                                     "or the GRPO trainer's 'sampler' input.")],
             )
 
         @classmethod
@@ -97,7 +101,7 @@ class FlowEtaSchedule(io.ComfyNode):
                                     multiline=False,
                                     tooltip="One η per sampling step, separated by commas. The count must equal "
                                             "the sampler's steps.")],
-            outputs=[EtaScheduleType.Output()],
+            outputs=[EtaScheduleType.Output(tooltip="Per-step η for the flow sampler nodes and the GRPO trainer.")],
         )
 
     @classmethod

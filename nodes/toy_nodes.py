@@ -12,11 +12,11 @@ import comfy.supported_models_base
 import torch
 from comfy_api.latest import io
 
-from ..training.toy_model import ToyDiT, image_to_latent, latent_to_image, read_toy_checkpoint
+from ..training.toy_model import (PIXELS_PER_LATENT, ToyDiT, image_to_latent, latent_to_image,
+                                   read_toy_checkpoint)
 from ..training.toy_prompts import encode_prompts
 
 CATEGORY = "flow-cps/toy"
-PIXELS_PER_LATENT = 8
 
 
 class ToyLatentFormat(comfy.latent_formats.LatentFormat):
@@ -86,7 +86,8 @@ class ToyDigitModel(io.ComfyNode):
                         "Empty Latent Image of 128×128 (its latent is 16×16×1), the Toy Digit Prompt node for "
                         "conditioning and VAE Decode with this VAE.",
             inputs=[],
-            outputs=[io.Model.Output(), io.Vae.Output()],
+            outputs=[io.Model.Output(tooltip="The toy digit flow model (16×16×1 latents)."),
+                     io.Vae.Output(tooltip="Maps its 16×16 latent to a 128×128 image and back.")],
         )
 
     @classmethod
@@ -105,7 +106,7 @@ class ToyDigitPrompt(io.ComfyNode):
                         "empty for the negative (unconditional) prompt.",
             inputs=[io.String.Input("text", default="a handwritten 7",
                                     tooltip="Names one digit (numeral or word); empty = unconditional.")],
-            outputs=[io.Conditioning.Output()],
+            outputs=[io.Conditioning.Output(tooltip="Conditioning for the toy digit model.")],
         )
 
     @classmethod

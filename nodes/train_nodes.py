@@ -7,19 +7,32 @@ import os
 import comfy.sample
 import comfy.samplers
 import folder_paths
+import torch
 from comfy_api.latest import io, ui
 
-from ..samplers import DEFAULT_ETA, LOG_PROB_KINDS
+from ..samplers import DEFAULT_ETA, ETA_RANGE, LOG_PROB_KINDS, check_eta_range
 from ..training.calibration import SIGMA_RULES
 from ..training.grpo_config import GRPOConfig
+from ..training.latent_shape import rollout_latent_shape
+from ..training.toy_model import PIXELS_PER_LATENT
 from .lora_presets import AUTO, PRESETS
 from .grpo_run import (calibrate_exploration_in_comfy, is_toy_model, lora_metadata, save_lora_file,
                        train_lora_grpo)
 from .reward_nodes import RewardType
-from .sampler_nodes import EtaScheduleType
+from .sampler_nodes import SDE_END_DEFAULT, EtaScheduleType
+from .widget_options import ETA_STEP, FINE_STEP, SCALE_STEP
 
 CATEGORY = "flow-cps/training"
 TRAIN_RULES = ["cps", "cpws", "precise", "flow_sde", "dance_sde"]
+SEED_MAX = 0xFFFFFFFFFFFFFFFF  # the stock seed range (KSampler)
+
+
+def eta_input(rules, default, what="Noise amount η of the rule"):
+    """One η widget for a rule combo: its range admits every rule's; execute() checks the chosen rule's range."""
+    ranges = ", ".join(f"{r} {ETA_RANGE[r][0]:g}–{ETA_RANGE[r][1]:g}" for r in rules)
+    return io.Float.Input("eta", default=default, min=min(ETA_RANGE[r][0] for r in rules),
+                          max=max(ETA_RANGE[r][1] for r in rules), step=ETA_STEP,
+                          tooltip=f"{what}; each rule has its own range ({ranges}).")
 
 
 def _send_event(event: str, data: dict) -> None:
@@ -61,13 +74,25 @@ def run_inputs():
         io.String.Input("prompts", multiline=True, default="a handwritten 3\na handwritten 7",
                         tooltip="Training prompts, one per line. Rewards such as OCR read the text in quotes."),
         io.String.Input("negative", default="", tooltip="Negative prompt for CFG (empty = unconditional)."),
-        io.Float.Input("cfg", default=1.0, min=1.0, max=30.0, step=0.1,
+        io.Float.Input("cfg", default=1.0, min=1.0, max=30.0, step=SCALE_STEP,
                        tooltip="Classifier-free guidance scale in rollouts and training (1 = off, fastest)."),
     ]
 
 
 def latent_shape(model, latent) -> tuple:
-    return tuple(comfy.sample.fix_empty_latent_channels(model, latent["samples"]).shape[1:])
+    """Per-sample shape of the rollouts: the LATENT's size, checked against the model before any work."""
+    samples = latent["samples"]
+    if getattr(samples, "is_nested", False):  # multi-part latents (newer ComfyUI): the host's own handling
+        return tuple(comfy.sample.fix_empty_latent_channels(model, samples).shape[1:])
+    latent_format = model.get_model_object("latent_format")
+    toy = is_toy_model(model)
+    inner = model.model.diffusion_model if toy else None
+    return rollout_latent_shape(
+        samples.shape, latent_channels=latent_format.latent_channels,
+        latent_dimensions=getattr(latent_format, "latent_dimensions", 2),
+        is_empty=not bool(torch.count_nonzero(samples)),
+        fixed_size=(inner.image_size, inner.image_size) if toy else None, pixels_per_latent=PIXELS_PER_LATENT,
+        model_name="the toy digit model" if toy else "this model")
 
 
 class GRPOTrainLoRA(io.ComfyNode):
@@ -89,14 +114,13 @@ class GRPOTrainLoRA(io.ComfyNode):
                 io.Combo.Input("rule", options=TRAIN_RULES, default="cps",
                                tooltip="Stochastic step rule of the rollouts (CPS keeps the noise level on schedule; "
                                        "flow_sde is Flow-GRPO's SDE)."),
-                io.Float.Input("eta", default=DEFAULT_ETA["cps"], min=0.0, max=3.0, step=0.01,
-                               tooltip="Noise amount η of the rule (CPS/CPWS ≤ 1)."),
+                eta_input(TRAIN_RULES, DEFAULT_ETA["cps"]),
                 io.Int.Input("steps", default=10, min=2, max=100, tooltip="Sampling steps per rollout."),
                 io.Combo.Input("scheduler", options=list(comfy.samplers.SCHEDULER_NAMES), default="normal",
                                tooltip="The model's sigma schedule (as in KSampler)."),
-                io.Int.Input("sde_start_step", default=0, min=0, max=100,
+                io.Int.Input("sde_start_step", default=0, min=0, max=SDE_END_DEFAULT,
                              tooltip="First stochastic (trained) step; earlier steps are ODE."),
-                io.Int.Input("sde_end_step", default=100, min=1, max=100,
+                io.Int.Input("sde_end_step", default=SDE_END_DEFAULT, min=1, max=SDE_END_DEFAULT,
                              tooltip="Stochastic steps stop before this one (values ≥ steps = until the end)."),
                 io.Int.Input("group_size", default=8, min=2, max=64,
                              tooltip="Images per prompt per iteration (GRPO compares within a group)."),
@@ -104,27 +128,27 @@ class GRPOTrainLoRA(io.ComfyNode):
                              tooltip="Prompts per iteration, taken from the list in turn."),
                 io.Int.Input("iterations", default=20, min=1, max=100000, tooltip="Total GRPO iterations."),
                 io.Int.Input("lora_rank", default=8, min=1, max=256, tooltip="LoRA rank."),
-                io.Float.Input("lora_alpha", default=8.0, min=0.01, max=1024.0, step=0.01,
+                io.Float.Input("lora_alpha", default=8.0, min=0.01, max=1024.0, step=SCALE_STEP,
                                tooltip="LoRA alpha (scale = alpha / rank)."),
                 io.String.Input("lora_targets", default=AUTO,
                                 tooltip="Which Linear layers get a LoRA: 'auto' = the usual attention (and MLP) layers "
                                         "of the model family (" + ", ".join(PRESETS) + "), or fnmatch patterns of "
                                         "module paths inside the diffusion model, comma-separated (e.g. "
                                         "'*attn.qkv, *attn.proj')."),
-                io.Float.Input("learning_rate", default=1e-3, min=1e-7, max=1.0, step=1e-5,
+                io.Float.Input("learning_rate", default=1e-3, min=1e-8, max=1.0, step=FINE_STEP,
                                tooltip="AdamW learning rate."),
-                io.Float.Input("beta", default=0.0, min=0.0, max=10.0, step=0.001,
+                io.Float.Input("beta", default=0.0, min=0.0, max=10.0, step=FINE_STEP,
                                tooltip="KL penalty weight against the model without the LoRA (0 = off, faster). "
                                        "The KL is the exact per-element Gaussian one; flow_grpo's is this × Δt, so "
                                        "divide a β from a flow_grpo config by the step size Δt."),
-                io.Float.Input("clip_range", default=1e-2, min=1e-6, max=1.0, step=1e-4,
+                io.Float.Input("clip_range", default=1e-2, min=1e-8, max=1.0, step=FINE_STEP,
                                tooltip="PPO clip range ε of the probability ratio."),
                 io.Combo.Input("log_prob_kind", options=list(LOG_PROB_KINDS), default="gaussian",
                                tooltip="Log-probability of a step: per-element Gaussian or CPS eq. 14."),
                 io.Boolean.Input("dense_rewards", default=False,
                                  tooltip="DenseGRPO per-step rewards by ODE look-ahead (one extra rollout and reward "
                                          "per step: slower, finer credit assignment)."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, control_after_generate=True,
+                io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate="fixed",
                              tooltip="Seed of the LoRA init, rollouts and step selection (same seed = same run)."),
                 io.Int.Input("checkpoint_every", default=5, min=0, max=100000,
                              tooltip="Save a resumable checkpoint every N iterations (0 = only at the end)."),
@@ -180,8 +204,10 @@ class GRPOTrainLoRA(io.ComfyNode):
                 run_name, resume_from, sample_batch_size, train_batch_size, gradient_checkpointing, train_dtype,
                 clip=None, positive=None, negative_conditioning=None, sampler=None,
                 eta_schedule=None) -> io.NodeOutput:
+        shape = latent_shape(model, latent)  # before any work: a latent the model cannot take fails here
         rule, etas, window, log_prob_kind = sampling_settings(rule, eta, sde_start_step, sde_end_step, steps,
                                                               log_prob_kind, sampler, eta_schedule)
+        check_eta_range(rule, etas)
         config = GRPOConfig(prompts=["-"], prompts_per_iteration=prompts_per_iteration, group_size=group_size,
                             steps=steps, rule=rule, eta=etas, sde_window=window, cfg=cfg,
                             log_prob_kind=log_prob_kind, beta=beta, clip_range=clip_range,
@@ -192,7 +218,7 @@ class GRPOTrainLoRA(io.ComfyNode):
                                 gradient_checkpointing == "auto" and not is_toy_model(model)),
                             train_dtype=train_dtype, checkpoint_every=checkpoint_every)
         result = train_lora_grpo(model=model, vae=vae, reward=reward, prompts_text=prompts, negative_text=negative,
-                                 clip=clip, latent_shape=latent_shape(model, latent), config=config,
+                                 clip=clip, latent_shape=shape, config=config,
                                  scheduler=scheduler, lora_targets=lora_targets, run_name=run_name,
                                  resume_from=resume_from, node_id=cls.hidden.unique_id, send_event=_send_event,
                                  positive=positive, negative=negative_conditioning)
@@ -255,8 +281,8 @@ class CalibrateExploration(io.ComfyNode):
                 *run_inputs(),
                 io.Combo.Input("rule", options=list(SIGMA_RULES), default="flow_sde",
                                tooltip="An SDE rule with a per-step σ_t (DenseGRPO calibrates σ_t)."),
-                io.Float.Input("eta", default=DEFAULT_ETA["flow_sde"], min=0.0, max=3.0, step=0.01,
-                               tooltip="Starting η (converted to the starting σ_t per step)."),
+                eta_input(SIGMA_RULES, DEFAULT_ETA["flow_sde"],
+                          "Starting η (converted to the starting σ_t per step)"),
                 io.Int.Input("steps", default=10, min=2, max=100, tooltip="Sampling steps (as in the trainer)."),
                 io.Combo.Input("scheduler", options=list(comfy.samplers.SCHEDULER_NAMES), default="normal",
                                tooltip="The sigma schedule (as in the trainer)."),
@@ -265,8 +291,9 @@ class CalibrateExploration(io.ComfyNode):
                 io.Int.Input("iterations", default=5, min=1, max=1000, tooltip="Calibration rounds."),
                 io.Float.Input("eps1", default=2.0, min=0.0, max=1000.0, step=0.5,
                                tooltip="Balance threshold ε1: |#(ΔR>0) − #(ΔR<0)| below it raises σ_t."),
-                io.Float.Input("eps2", default=0.01, min=0.0, max=1.0, step=0.001, tooltip="Step size ε2 of σ_t."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, control_after_generate=True,
+                io.Float.Input("eps2", default=0.01, min=0.0, max=1.0, step=FINE_STEP,
+                               tooltip="Step size ε2 of σ_t."),
+                io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate="fixed",
                              tooltip="Seed of the calibration rollouts."),
                 io.Clip.Input("clip", optional=True, tooltip="The model's text encoder (not needed for the toy)."),
             ],
@@ -278,11 +305,13 @@ class CalibrateExploration(io.ComfyNode):
     @classmethod
     def execute(cls, model, vae, reward, latent, prompts, negative, cfg, rule, eta, steps, scheduler, group_size,
                 prompts_per_iteration, iterations, eps1, eps2, seed, clip=None) -> io.NodeOutput:
+        shape = latent_shape(model, latent)
+        check_eta_range(rule, eta)
         config = GRPOConfig(prompts=["-"], prompts_per_iteration=prompts_per_iteration, group_size=group_size,
                             steps=steps, rule=rule, eta=eta, cfg=cfg, seed=seed)
         schedule = calibrate_exploration_in_comfy(
             model=model, vae=vae, reward=reward, prompts_text=prompts, negative_text=negative, clip=clip,
-            latent_shape=latent_shape(model, latent), config=config, scheduler=scheduler, iterations=iterations,
+            latent_shape=shape, config=config, scheduler=scheduler, iterations=iterations,
             eps1=eps1, eps2=eps2, node_id=cls.hidden.unique_id)
         text = f"{rule} η per step: " + ", ".join(f"{v:.3f}" for v in schedule.values)
         return io.NodeOutput(schedule, ui=ui.PreviewText(text))

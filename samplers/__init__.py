@@ -8,11 +8,13 @@ from .image_noise import estimate_noise, estimate_noise_chw
 from .loop import Trajectory, sample_flow
 from .noise import StepNoise, derive_seed
 from .noise_level import NoiseLevels, noise_levels
-from .rules import DEFAULT_ETA, RULES, STOCHASTIC_RULES, Transition, coefficients, step, transition_mean
+from .rules import (DEFAULT_ETA, ETA_RANGE, RULES, STOCHASTIC_RULES, Transition, check_eta_range, coefficients, step,
+                    transition_mean)
 from .schedules import SCHEDULES, comfy_normal, comfy_simple, flow_schedule, sd3_schedule, shift_time, uniform_schedule
 
 __all__ = [
-    "RULES", "STOCHASTIC_RULES", "DEFAULT_ETA", "Transition", "step", "transition_mean", "coefficients",
+    "RULES", "STOCHASTIC_RULES", "DEFAULT_ETA", "ETA_RANGE", "check_eta_range", "Transition", "step", "transition_mean",
+    "coefficients",
     "LOG_PROB_KINDS", "log_prob", "gaussian_kl_equal_std",
     "EtaSchedule", "estimate_noise", "estimate_noise_chw", "Trajectory", "sample_flow", "StepNoise", "derive_seed",
     "NoiseLevels", "noise_levels",

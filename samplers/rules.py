@@ -39,6 +39,11 @@ RULES = ("ode", "flow_sde", "dance_sde", "cps", "cpws", "precise")
 STOCHASTIC_RULES = tuple(r for r in RULES if r != "ode")
 DEFAULT_ETA = {"ode": 0.0, "flow_sde": 0.7, "dance_sde": 0.3, "cps": 0.8, "cpws": 0.7, "precise": 1.5}
 _UNIT_ETA_RULES = ("cps", "cpws")
+# The η range of each stochastic rule, as the sampler nodes and the trainer offer it: CPS/CPWS are defined on [0, 1]
+# (check_eta enforces that in the maths); Precise, Flow-SDE and Dance-SDE have no upper bound, their nodes stop
+# where more noise only destroys the image.
+ETA_RANGE = {"flow_sde": (0.0, 5.0), "dance_sde": (0.0, 5.0), "cps": (0.0, 1.0), "cpws": (0.0, 1.0),
+             "precise": (0.0, 4.0)}
 
 Scalar = Union[float, torch.Tensor]
 
@@ -74,6 +79,17 @@ def check_eta(rule: str, eta: Scalar) -> None:
             f"rule {rule!r} needs eta in [0, 1] (eta = 1 replaces all predicted noise with fresh noise); got {hi:g}. "
             "Lower eta, or use 'precise', which accepts eta > 1."
         )
+
+
+def check_eta_range(rule: str, eta) -> None:
+    """Reject an η (a float or one value per step) outside ``ETA_RANGE[rule]``, naming the range."""
+    lo, hi = ETA_RANGE[rule]
+    values = [eta] if isinstance(eta, (int, float)) else list(eta)
+    bad = [float(v) for v in values if not lo <= float(v) <= hi]
+    if bad:
+        what = f"eta = {bad[0]:g}" if len(values) == 1 else f"eta schedule value {bad[0]:g}"
+        others = ", ".join(f"{r} [{a:g}, {b:g}]" for r, (a, b) in ETA_RANGE.items() if r != rule)
+        raise ValueError(f"{what} is outside the range of rule {rule!r}: [{lo:g}, {hi:g}] (other rules: {others})")
 
 
 def check_times(t: Scalar, t_next: Scalar) -> None:

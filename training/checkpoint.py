@@ -35,6 +35,7 @@ CONVERT_HINT = ("convert it with `python scripts/convert_checkpoint_v1.py OLD.pt
 
 class CheckpointError(ValueError):
     """The file is not a readable flow-cps v2 checkpoint; the message says what to do."""
+    __module__ = "flow_cps"  # ComfyUI shows f"{__module__}.{name}" as the error type; the real one is a folder path
 
 
 # ----- atomic writes ------------------------------------------------------------------------------------------------

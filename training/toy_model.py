@@ -26,6 +26,7 @@ DEFAULT_CONFIG = {"image_size": 16, "in_channels": 1, "patch_size": 2, "hidden_s
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "toy_dit.safetensors")
 DEFAULT_CFG = 3.0
+PIXELS_PER_LATENT = 8  # the ComfyUI toy VAE draws each latent pixel as 8×8 image pixels (16×16 → 128×128)
 
 
 def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -122,6 +123,10 @@ class ToyDiT(torch.nn.Module):
 
     def forward(self, x, timesteps, context=None, transformer_options={}, **kwargs):
         b, c, h, w = x.shape
+        if (c, h, w) != (self.in_channels, self.image_size, self.image_size):
+            s, k = self.image_size, PIXELS_PER_LATENT
+            raise ValueError(f"the toy digit model takes {self.in_channels}×{s}×{s} latents (in ComfyUI: Empty Latent "
+                             f"Image of {s * k}×{s * k}); got {c}×{h}×{w}")
         p = self.patch_size
         dtype = self.x_embedder.weight.dtype
         tokens = x.to(dtype).reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(b, -1, c * p * p)

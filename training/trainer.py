@@ -781,6 +781,7 @@ def describe_changes(changes: Dict[str, tuple]) -> str:
 
 class SettingsChanged(ValueError):
     """A checkpoint was trained with other run settings (``changes``: {name: (checkpoint's, now)})."""
+    __module__ = "flow_cps"  # ComfyUI shows f"{__module__}.{name}" as the error type; the real one is a folder path
 
     def __init__(self, path: str, changes: Dict[str, tuple], iteration: int):
         self.path, self.changes, self.iteration = path, changes, iteration
@@ -793,6 +794,7 @@ class SettingsChanged(ValueError):
 class NonFiniteTraining(FloatingPointError):
     """NaN/inf stopped a GRPO iteration (``iteration``, 0-based) before it could write over good work; ``cause`` is
     where it was found: "rollout" (images/latents), "advantages", "loss", "gradients" or "lora"."""
+    __module__ = "flow_cps"  # ComfyUI shows f"{__module__}.{name}" as the error type; the real one is a folder path
 
     def __init__(self, message: str, iteration: int, cause: str):
         super().__init__(message)
@@ -801,6 +803,7 @@ class NonFiniteTraining(FloatingPointError):
 
 class NonFiniteLoRA(NonFiniteTraining):
     """A trained iteration produced NaN/inf in the LoRA (``iteration``: that iteration, 0-based)."""
+    __module__ = "flow_cps"  # ComfyUI shows f"{__module__}.{name}" as the error type; the real one is a folder path
 
     def __init__(self, message: str, iteration: int):
         super().__init__(message, iteration, "lora")

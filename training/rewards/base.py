@@ -20,10 +20,12 @@ Details = Dict[str, List]
 
 class RewardError(ValueError):
     """A reward got input it cannot score or produced a non-finite value. The message names the reward."""
+    __module__ = "flow_cps"  # ComfyUI shows f"{__module__}.{name}" as the error type; the real one is a folder path
 
 
 class RewardDependencyMissing(RewardError, ImportError):
     """An optional package (transformers, rapidocr) is not installed; the message has the pip command."""
+    __module__ = "flow_cps"  # ComfyUI shows f"{__module__}.{name}" as the error type; the real one is a folder path
 
 
 @dataclass

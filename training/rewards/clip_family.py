@@ -85,6 +85,7 @@ PROCESSOR_SUBDIR = "processor"
 
 class RewardModelNotFound(RewardError, FileNotFoundError):
     """Reward model files are missing; the message says which files go where and where to get them."""
+    __module__ = "flow_cps"  # ComfyUI shows f"{__module__}.{name}" as the error type; the real one is a folder path
 
 
 # ---------------------------------------------------------------------------------------------------------- layout

@@ -74,6 +74,7 @@ _IGNORED_KEYS = {"attn_mask", "visual.attn_mask"}
 
 class OpenClipConversionError(RewardError):
     """The checkpoint is not a standard open_clip ViT CLIP state dict (or is damaged)."""
+    __module__ = "flow_cps"  # ComfyUI shows f"{__module__}.{name}" as the error type; the real one is a folder path
 
 
 def _torch_load(path: Path):
