@@ -20,6 +20,7 @@ from ..training import run_folders
 from ..training.calibration import calibrate_exploration
 from ..training.checkpoint import CHECKPOINT_NAME, atomic_write
 from ..training.grpo_config import GRPOConfig
+from ..training.rewards import weight_free_reward
 from ..training.toy_model import ToyDiT
 from ..training.toy_prompts import encode_prompts as toy_encode
 from ..training.trainer import GRPOTrainer
@@ -138,7 +139,7 @@ def save_stopped_run(trainer: GRPOTrainer, lora, run_folder: str, checkpoint: st
             log.warning("flow-cps GRPO stopped at iteration %d: %s, so no checkpoint or LoRA was saved in %s",
                         trainer.iteration, skipped, run_folder)
             return []
-        saved = save_lora_file(lora.state_dict(), os.path.join(
+        saved = save_lora_file(trainer.export_lora_state_dict(), os.path.join(
             run_folder, f"lora_stopped_at_{trainer.iteration:05d}.safetensors"),
             lora_metadata({**run_info, "iterations": trainer.iteration}))
     except Exception:
@@ -196,12 +197,21 @@ class GRPORunResult:
     run_info: dict
 
 
+def default_monitor(monitor, model):
+    """The held-out drift monitor's measure: the connected REWARD, else for the toy model the paper haze (the grey
+    background an over-trained toy LoRA paints), else none (the held-out samples are then scored by the reward)."""
+    if monitor is None and is_toy_model(model):
+        return weight_free_reward("paper_haze")
+    return monitor
+
+
 def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str, clip, latent_shape,
                     config: GRPOConfig, scheduler: str, lora_targets: str, run_name: str, resume_from: str,
                     node_id: Optional[str], send_event: Callable[[str, dict], None], positive=None,
-                    negative=None) -> GRPORunResult:
+                    negative=None, monitor=None) -> GRPORunResult:
     prompts, sigmas = prepare_run(model, prompts_text, config, scheduler, "the GRPO trainer")
     reward = managed_by_comfy(reward)
+    monitor = managed_by_comfy(default_monitor(monitor, model)) if config.monitor_samples else None
     preset, targets = resolve_targets(lora_targets, model.model.diffusion_model)
     config.lora_targets = targets
     resume = resolve_resume(resume_from, run_name)
@@ -213,7 +223,9 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
                 "reward": getattr(reward, "name", type(reward).__name__), "prompts": prompts,
                 "lora_rank": config.lora_rank, "lora_alpha": config.lora_alpha, "lora_preset": preset,
                 "lora_targets": list(targets), "run_folder": run_folder,
-                "value_range": reward_value_range(reward)}
+                "value_range": reward_value_range(reward), "ema_decay": config.ema_decay,
+                "monitor": getattr(monitor, "name", None) if monitor is not None else None,
+                "monitor_samples": config.monitor_samples}
 
     with torch.inference_mode(False), torch.enable_grad():
         conds = prompt_conditioning(prompts, negative_text, clip, model, positive, negative)
@@ -251,10 +263,17 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
             run_info["iterations"] = trainer.iteration
             run_info["history"] = trainer.history
 
-        host = HostRun(make_trainer=lambda policy: GRPOTrainer(policy, reward, config, log=log.info, times=sigmas),
-                       prompts=conds, vae=vae, lora=lora, run=run)
+        trainers = []
+
+        def make_trainer(policy):
+            trainers.append(GRPOTrainer(policy, reward, config, log=log.info, times=sigmas, monitor=monitor))
+            return trainers[-1]
+
+        host = HostRun(make_trainer=make_trainer, prompts=conds, vae=vae, lora=lora, run=run)
         train_grpo_in_comfy(patched, host, latent_shape, sigmas, config.seed)
-        lora_sd = lora.state_dict()
+        lora_sd = trainers[-1].export_lora_state_dict()  # the EMA of the LoRA when it is on
+        if trainers[-1].monitor_baseline is not None:
+            run_info["monitor_baseline"] = {k: v for k, v in trainers[-1].monitor_baseline.items() if k != "images"}
 
     save_lora_file(lora_sd, os.path.join(run_folder, "lora_final.safetensors"), lora_metadata(run_info))
     with open(os.path.join(run_folder, "metrics.json"), "w") as handle:

@@ -23,6 +23,7 @@ from .sampler_nodes import SDE_END_DEFAULT, EtaScheduleType
 from .widget_options import ETA_STEP, FINE_STEP, SCALE_STEP
 
 CATEGORY = "flow-cps/training"
+MONITOR_SAMPLES = 4  # held-out samples the drift monitor scores per iteration
 TRAIN_RULES = ["cps", "cpws", "precise", "flow_sde", "dance_sde"]
 SEED_MAX = 0xFFFFFFFFFFFFFFFF  # the stock seed range (KSampler)
 
@@ -93,6 +94,18 @@ def latent_shape(model, latent) -> tuple:
         is_empty=not bool(torch.count_nonzero(samples)),
         fixed_size=(inner.image_size, inner.image_size) if toy else None, pixels_per_latent=PIXELS_PER_LATENT,
         model_name="the toy digit model" if toy else "this model")
+
+
+def held_out_summary(run_info: dict) -> str:
+    """'held-out reward a (base b), <monitor> c (base d)' of the last monitored iteration, or '' without a monitor."""
+    base = run_info.get("monitor_baseline")
+    last = next((h for h in reversed(run_info.get("history") or []) if h.get("held_out_reward") is not None), None)
+    if not base or last is None:
+        return ""
+    text = f"\nheld-out reward {last['held_out_reward']:.4f} (base model {base['held_out_reward']:.4f})"
+    if last.get("monitor") is not None and base.get("monitor") is not None:
+        text += f", {run_info.get('monitor')} {last['monitor']:.4f} (base model {base['monitor']:.4f})"
+    return text
 
 
 class GRPOTrainLoRA(io.ComfyNode):
@@ -187,6 +200,12 @@ class GRPOTrainLoRA(io.ComfyNode):
                                  tooltip="A flow-cps sampler node: overrides rule, eta, SDE window, log_prob_kind."),
                 EtaScheduleType.Input("eta_schedule", optional=True,
                                       tooltip="Per-step η (e.g. from DenseGRPO calibration); overrides eta."),
+                RewardType.Input("monitor", optional=True,
+                                 tooltip="Held-out drift monitor: a measure the reward does not see (e.g. Reward: "
+                                         "Weight-free low_noise or an aesthetic model). Each iteration 4 fixed-seed "
+                                         "samples of the LoRA that is saved (its EMA) are scored with it and with the "
+                                         "reward, logged and kept in run_info; the previews show them. The toy model "
+                                         "uses paper_haze when nothing is connected."),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The input model with the trained LoRA applied."),
@@ -203,7 +222,7 @@ class GRPOTrainLoRA(io.ComfyNode):
                 lora_targets, learning_rate, beta, clip_range, log_prob_kind, dense_rewards, seed, checkpoint_every,
                 run_name, resume_from, sample_batch_size, train_batch_size, gradient_checkpointing, train_dtype,
                 clip=None, positive=None, negative_conditioning=None, sampler=None,
-                eta_schedule=None) -> io.NodeOutput:
+                eta_schedule=None, monitor=None) -> io.NodeOutput:
         shape = latent_shape(model, latent)  # before any work: a latent the model cannot take fails here
         rule, etas, window, log_prob_kind = sampling_settings(rule, eta, sde_start_step, sde_end_step, steps,
                                                               log_prob_kind, sampler, eta_schedule)
@@ -216,16 +235,17 @@ class GRPOTrainLoRA(io.ComfyNode):
                             sample_batch_size=sample_batch_size, train_batch_size=train_batch_size,
                             gradient_checkpointing=gradient_checkpointing == "on" or (
                                 gradient_checkpointing == "auto" and not is_toy_model(model)),
-                            train_dtype=train_dtype, checkpoint_every=checkpoint_every)
+                            train_dtype=train_dtype, checkpoint_every=checkpoint_every,
+                            monitor_samples=MONITOR_SAMPLES if monitor is not None or is_toy_model(model) else 0)
         result = train_lora_grpo(model=model, vae=vae, reward=reward, prompts_text=prompts, negative_text=negative,
                                  clip=clip, latent_shape=shape, config=config,
                                  scheduler=scheduler, lora_targets=lora_targets, run_name=run_name,
                                  resume_from=resume_from, node_id=cls.hidden.unique_id, send_event=_send_event,
-                                 positive=positive, negative=negative_conditioning)
+                                 positive=positive, negative=negative_conditioning, monitor=monitor)
         info = json.dumps(result.run_info, default=str)
         last = result.run_info["history"][-1] if result.run_info["history"] else {}
         text = (f"{result.run_info['iterations']} iterations, reward {last.get('reward_mean', float('nan')):.4f}; "
-                f"saved in {result.run_info['run_folder']}")
+                f"saved in {result.run_info['run_folder']}" + held_out_summary(result.run_info))
         chart = {"run": run_name, "iterations": iterations,
                  "history": [[h["iteration"], h["reward_mean"], h["reward_std"]] for h in result.run_info["history"]]}
         # the chart data also rides on the node's UI output, so a cached re-run or a reopened page redraws it

@@ -53,6 +53,11 @@ def test_grpo_on_the_toy_model_raises_the_reward_and_streams_the_chart(comfy):
     first = open(os.path.join(run_folder, "metrics.json")).read()
     assert json.loads(first)["model_copy"] == "shared"  # the toy model has no cached loader to re-create it from
     assert json.loads(first)["lora_preset"] == "custom"
+    info = json.loads(first)  # the drift monitor ran with the toy's default measure on the EMA of the LoRA
+    assert info["monitor"] == "paper_haze" and info["ema_decay"] == 0.9 and info["monitor_samples"] == 4
+    assert -0.01 < info["monitor_baseline"]["monitor"] <= 0.0 and 0 < info["monitor_baseline"]["held_out_reward"] <= 1
+    assert all(h["monitor"] <= 0.0 and 0 <= h["held_out_reward"] <= 1 for h in info["history"])
+    assert "held-out reward" in entry["outputs"]["4"]["text"][0] and "paper_haze" in entry["outputs"]["4"]["text"][0]
     entry, messages = comfy.run(grpo_graph("host_rise", iterations=2, save=False), timeout=600)
     assert entry["status"]["status_str"] == "success", comfy.execution_error(messages)
     assert open(os.path.join(run_folder, "metrics.json")).read() == first
