@@ -18,7 +18,7 @@ import torch.nn.functional as F  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from training.digit_classifier import DEFAULT_CLASSIFIER, DigitClassifier, classify_latents  # noqa: E402
-from training.script_args import HelpFormatter, output_file, shipped_weights_problem, whole_number  # noqa: E402
+from training.script_args import HelpFormatter, add_weights_output, weights_output, whole_number  # noqa: E402
 from training.toy_data import load_digits_16  # noqa: E402
 
 
@@ -32,19 +32,9 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="seed of the initialisation, data order and shifts")
     parser.add_argument("--epochs", type=whole_number(1), default=30, help="passes over the 4500 training digits")
     parser.add_argument("--batch", type=whole_number(1), default=64, help="images per step")
-    parser.add_argument("--out", type=output_file, default=None,
-                        help="the weights file to write (required unless --overwrite-shipped)")
-    parser.add_argument("--overwrite-shipped", action="store_true",
-                        help=f"write the shipped weights {DEFAULT_CLASSIFIER} (the default --out then)")
+    add_weights_output(parser, DEFAULT_CLASSIFIER)
     args = parser.parse_args(argv)
-    if args.out is None:
-        if not args.overwrite_shipped:
-            parser.error(f"give --out FILE for the new weights, or --overwrite-shipped to replace the shipped "
-                         f"{DEFAULT_CLASSIFIER}")
-        args.out = DEFAULT_CLASSIFIER
-    problem = shipped_weights_problem(args.out, DEFAULT_CLASSIFIER, args.overwrite_shipped)
-    if problem:
-        parser.error(problem)
+    args.out = weights_output(parser, args, DEFAULT_CLASSIFIER)
     return args
 
 

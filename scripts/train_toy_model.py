@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from training.script_args import HelpFormatter, number, output_file, shipped_weights_problem, whole_number  # noqa: E402
+from training.script_args import HelpFormatter, add_weights_output, number, weights_output, whole_number  # noqa: E402
 from training.toy_data import load_digits_16  # noqa: E402
 from training.toy_model import (DEFAULT_CONFIG, DEFAULT_WEIGHTS, NULL_CLASS, ToyDiT, one_hot_context,  # noqa: E402
                                 save_toy_model)
@@ -29,19 +29,9 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=whole_number(1), default=3000, help="optimizer steps")
     parser.add_argument("--batch", type=whole_number(1), default=64, help="images per step")
     parser.add_argument("--lr", type=number(0.0, above=True), default=1e-3, help="peak learning rate (one-cycle)")
-    parser.add_argument("--out", type=output_file, default=None,
-                        help="the weights file to write (required unless --overwrite-shipped)")
-    parser.add_argument("--overwrite-shipped", action="store_true",
-                        help=f"write the shipped weights {DEFAULT_WEIGHTS} (the default --out then)")
+    add_weights_output(parser, DEFAULT_WEIGHTS)
     args = parser.parse_args(argv)
-    if args.out is None:
-        if not args.overwrite_shipped:
-            parser.error(f"give --out FILE for the new weights, or --overwrite-shipped to replace the shipped "
-                         f"{DEFAULT_WEIGHTS}")
-        args.out = DEFAULT_WEIGHTS
-    problem = shipped_weights_problem(args.out, DEFAULT_WEIGHTS, args.overwrite_shipped)
-    if problem:
-        parser.error(problem)
+    args.out = weights_output(parser, args, DEFAULT_WEIGHTS)
     return args
 
 

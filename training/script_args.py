@@ -94,4 +94,26 @@ def shipped_weights_problem(target: str, shipped: str, overwrite: bool) -> Optio
     return None
 
 
-__all__ = ["HelpFormatter", "number", "output_file", "output_folder", "shipped_weights_problem", "whole_number"]
+def add_weights_output(parser: argparse.ArgumentParser, shipped: str) -> None:
+    """--out / --overwrite-shipped of a script that re-trains shipped weights (see :func:`weights_output`)."""
+    parser.add_argument("--out", type=output_file, default=None,
+                        help="the weights file to write (required unless --overwrite-shipped)")
+    parser.add_argument("--overwrite-shipped", action="store_true",
+                        help=f"write the shipped weights {shipped} (the default --out then)")
+
+
+def weights_output(parser: argparse.ArgumentParser, args: argparse.Namespace, shipped: str) -> str:
+    """The file to write: --out, or the shipped weights only with --overwrite-shipped (else a usage error)."""
+    if args.out is None:
+        if not args.overwrite_shipped:
+            parser.error(f"give --out FILE for the new weights, or --overwrite-shipped to replace the shipped "
+                         f"{shipped}")
+        return shipped
+    problem = shipped_weights_problem(args.out, shipped, args.overwrite_shipped)
+    if problem:
+        parser.error(problem)
+    return args.out
+
+
+__all__ = ["HelpFormatter", "add_weights_output", "number", "output_file", "output_folder",
+           "shipped_weights_problem", "weights_output", "whole_number"]

@@ -66,11 +66,8 @@ def _type_into_canvas_widget(page, name, text):
     page.wait_for_timeout(200)
 
 
-def test_typed_small_values_reach_the_queued_prompt_exactly(comfy):
-    chromium = _chromium()
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (driver only)")
-    sent = []
-
+def _prompt_interceptor(sent):
+    """A Playwright route handler that records every queued prompt in ``sent`` and answers it without running it."""
     def intercept(route):
         request = route.request
         if request.method == "POST" and request.url.rstrip("/").endswith("/prompt"):
@@ -79,6 +76,14 @@ def test_typed_small_values_reach_the_queued_prompt_exactly(comfy):
                           body=json.dumps({"prompt_id": "intercepted", "number": 0, "node_errors": {}}))
         else:
             route.continue_()
+    return intercept
+
+
+def test_typed_small_values_reach_the_queued_prompt_exactly(comfy):
+    chromium = _chromium()
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (driver only)")
+    sent = []
+    intercept = _prompt_interceptor(sent)
 
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
@@ -127,15 +132,7 @@ def test_typed_small_values_survive_in_vue_nodes_mode(comfy):
     chromium = _chromium()
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (driver only)")
     sent = []
-
-    def intercept(route):
-        request = route.request
-        if request.method == "POST" and request.url.rstrip("/").endswith("/prompt"):
-            sent.append(request.post_data_json)
-            route.fulfill(status=200, content_type="application/json",
-                          body=json.dumps({"prompt_id": "intercepted", "number": 0, "node_errors": {}}))
-        else:
-            route.continue_()
+    intercept = _prompt_interceptor(sent)
 
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
