@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from test_browser import _chromium
+from test_browser import _chromium, has_vue_nodes
 
 REPO = Path(__file__).resolve().parent.parent.parent
 TRAINER = "FlowCPS_GRPOTrainLoRA"
@@ -24,7 +24,7 @@ def sync_api_errors():
 def _open_workflow(page, port, seed_control):
     page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
     page.wait_for_function("window.app && window.app.graph && window.app.canvas", timeout=120_000)
-    workflow = json.loads((REPO / "workflows" / "flow_cps_grpo_toy.json").read_text())
+    workflow = json.loads((REPO / "workflows" / "GRPO LoRA training with a live reward chart (toy digits).json").read_text())
     values = next(n for n in workflow["nodes"] if n["type"] == TRAINER)["widgets_values"]
     values[values.index("fixed")] = seed_control  # the mode saved with the workflow
     page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
@@ -138,9 +138,7 @@ def test_typed_small_values_survive_in_vue_nodes_mode(comfy):
         browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         _open_workflow(page, comfy.port, "fixed")
-        has_vue = page.evaluate("() => !!window.app.extensionManager.setting.get && "
-                                "window.app.extensionManager.setting.get('Comfy.VueNodes.Enabled') !== undefined")
-        if not has_vue:
+        if not has_vue_nodes(page):
             browser.close()
             pytest.skip("this frontend has no Vue nodes mode")
         page.evaluate("async () => { await window.app.extensionManager.setting.set('Comfy.VueNodes.Enabled', true); }")
