@@ -57,7 +57,8 @@ class CompareRewardCurves(io.ComfyNode):
             description="Draws the reward mean (± std) per iteration of up to four GRPO runs in one chart, so they "
                         "share one y-axis (inside the reward's known range, e.g. [0, 1] for the digit reward).",
             inputs=inputs,
-            outputs=[io.Image.Output(display_name="chart")],
+            outputs=[io.Image.Output(display_name="chart",
+                                     tooltip="The runs' mean reward per iteration on one shared y-axis.")],
         )
 
     @classmethod
