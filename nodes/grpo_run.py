@@ -23,7 +23,7 @@ from ..training.grpo_config import GRPOConfig
 from ..training.rewards import weight_free_reward
 from ..training.toy_model import ToyDiT
 from ..training.toy_prompts import encode_prompts as toy_encode
-from ..training.trainer import GRPOTrainer
+from ..training.trainer import GRPOTrainer, reward_curve
 from .comfy_sampling import require_flow_model
 from .lora_presets import resolve_targets
 from .reward_placement import managed_by_comfy
@@ -128,7 +128,7 @@ def resolve_resume(resume_from: str, run_name: str) -> Optional[str]:
     return run_folders.resolve_resume(folder_paths.get_output_directory(), resume_from, run_name)
 
 
-def save_stopped_run(trainer: GRPOTrainer, lora, run_folder: str, checkpoint: str, run_info: dict) -> List[str]:
+def save_stopped_run(trainer: GRPOTrainer, run_folder: str, checkpoint: str, run_info: dict) -> List[str]:
     """After cancel or an error: nothing trained is lost (the LoRA so far and a resumable checkpoint), but a run that
     trained no iteration, or whose LoRA went non-finite, writes nothing (so 'latest' never picks it; the last good
     checkpoint stays). Returns the saved files ([] = nothing saved). Never raises: the original error is what the
@@ -173,12 +173,6 @@ def reward_value_range(reward) -> Optional[list]:
         return None
     bounds = [float(v) if v is not None and math.isfinite(float(v)) else None for v in known]
     return bounds if any(v is not None for v in bounds) else None
-
-
-def reward_curve_image(history: List[dict], title: str, value_range: Optional[list] = None) -> torch.Tensor:
-    """The trainer's reward_curve output: mean ± std per iteration, its y-axis inside the reward's known range."""
-    from ..samplers.plots import reward_curves_chart
-    return reward_curves_chart([("reward", history)], title=title, value_range=value_range)
 
 
 def prepare_run(model, prompts_text: str, config: GRPOConfig, scheduler: str, what: str):
@@ -253,7 +247,7 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
             try:
                 trainer.train(checkpoint_path=checkpoint, on_iteration=lambda m: report(trainer, m))
             except BaseException as error:
-                saved = save_stopped_run(trainer, lora, run_folder, checkpoint, run_info)
+                saved = save_stopped_run(trainer, run_folder, checkpoint, run_info)
                 try:
                     send_event(CHART_EVENT, stopped_event(node_id, run_name, config.iterations,
                                                           chart_history(trainer), saved, error))
@@ -273,14 +267,14 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
         train_grpo_in_comfy(patched, host, latent_shape, sigmas, config.seed)
         lora_sd = trainers[-1].export_lora_state_dict()  # the EMA of the LoRA when it is on
         if trainers[-1].monitor_baseline is not None:
-            run_info["monitor_baseline"] = {k: v for k, v in trainers[-1].monitor_baseline.items() if k != "images"}
+            run_info["monitor_baseline"] = dict(trainers[-1].monitor_baseline)
 
     save_lora_file(lora_sd, os.path.join(run_folder, "lora_final.safetensors"), lora_metadata(run_info))
     with open(os.path.join(run_folder, "metrics.json"), "w") as handle:
         json.dump(run_info, handle, indent=1, default=str)
     trained, _ = comfy.sd.load_lora_for_models(model, None, lora_sd, 1.0, 0)
-    curve = reward_curve_image(run_info["history"], f"GRPO reward ({config.rule}, {run_info['reward']})",
-                               run_info["value_range"])
+    curve = reward_curve(run_info["history"], f"GRPO reward ({config.rule}, {run_info['reward']})",
+                         run_info["value_range"])
     return GRPORunResult(trained, lora_sd, curve, run_info)
 
 

@@ -809,14 +809,10 @@ class NonFiniteLoRA(NonFiniteTraining):
         super().__init__(message, iteration, "lora")
 
 
-def reward_curve(history: List[dict], title: str = "GRPO reward") -> torch.Tensor:
-    """The reward mean (± std band) per iteration as an IMAGE [1, H, W, 3]."""
-    xs = [h["iteration"] for h in history]
-    mean = [h["reward_mean"] for h in history]
-    std = [h["reward_std"] for h in history]
-    return plots.line_chart({"reward": (xs, mean)}, title=title, x_label="iteration", y_label="reward",
-                                     bands={"reward": ([m - s for m, s in zip(mean, std)],
-                                                       [m + s for m, s in zip(mean, std)])})
+def reward_curve(history: List[dict], title: str = "GRPO reward", value_range=None) -> torch.Tensor:
+    """The reward mean (± std band) per iteration as an IMAGE [1, H, W, 3], the y-axis inside the reward's known
+    ``value_range`` ((low, high), None = unbounded)."""
+    return plots.reward_curves_chart([("reward", history)], title=title, value_range=value_range)
 
 
 __all__ = ["GRPOTrainer", "NonFiniteLoRA", "NonFiniteTraining", "RUN_SETTINGS", "Rollout", "SettingsChanged", "World",
