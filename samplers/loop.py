@@ -91,24 +91,32 @@ def _step_rule(rule: str, i: int, window: Tuple[int, int], eta: float, t_next: f
     return rule
 
 
-def stochastic_steps(times, *, rule: str = "cps", eta=None, window: Optional[Tuple[int, int]] = None,
-                     denoise_last_step: Optional[bool] = None) -> list:
-    """The steps :func:`sample_flow` with these settings makes stochastic (std > 0), known before sampling: the
-    Trajectory's ``stochastic_steps`` equal these. A step into t' = 0 is deterministic for CPS, CPWS and Precise
-    (std = t'·…) and for Dance-SDE (it ends with x̂0); Flow-SDE keeps its last-step noise."""
+def step_stds(times, *, rule: str = "cps", eta=None, window: Optional[Tuple[int, int]] = None,
+              denoise_last_step: Optional[bool] = None) -> list:
+    """The noise std of every step :func:`sample_flow` takes with these settings (0.0 for a deterministic step),
+    known before sampling, in units of the initial noise (multiply by ``noise_scale``)."""
     check_rule(rule)
     ts = schedule_times(times)
     etas = per_step_eta(rule, eta, len(ts) - 1)
     bounds = check_window(window, len(ts) - 1)
     if denoise_last_step is None:
         denoise_last_step = rule == "dance_sde"
-    steps = []
+    stds = []
     for i, (t, t_next) in enumerate(zip(ts[:-1], ts[1:])):
         step_rule = _step_rule(rule, i, bounds, etas[i], t_next, denoise_last_step)
-        if step_rule != "ode" and float(torch.tensor(coefficients(step_rule, t, t_next, etas[i])[1],
-                                                     dtype=torch.float32)) > 0:
-            steps.append(i)
-    return steps
+        std = 0.0 if step_rule == "ode" else float(torch.tensor(coefficients(step_rule, t, t_next, etas[i])[1],
+                                                                dtype=torch.float32))
+        stds.append(max(std, 0.0))
+    return stds
+
+
+def stochastic_steps(times, *, rule: str = "cps", eta=None, window: Optional[Tuple[int, int]] = None,
+                     denoise_last_step: Optional[bool] = None) -> list:
+    """The steps :func:`sample_flow` with these settings makes stochastic (std > 0), known before sampling: the
+    Trajectory's ``stochastic_steps`` equal these. A step into t' = 0 is deterministic for CPS, CPWS and Precise
+    (std = t'·…) and for Dance-SDE (it ends with x̂0); Flow-SDE keeps its last-step noise."""
+    stds = step_stds(times, rule=rule, eta=eta, window=window, denoise_last_step=denoise_last_step)
+    return [i for i, std in enumerate(stds) if std > 0]
 
 
 @torch.no_grad()

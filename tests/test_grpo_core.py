@@ -168,7 +168,7 @@ def test_config_validation_messages():
 
 
 def test_sliding_window_moves_and_reward_curve_renders():
-    trainer = make_trainer(sde_window=(0, 2), sliding_window=True)
+    trainer = make_trainer(sde_window=(0, 2), sliding_window=True, schedule="simple")
     assert [trainer.sde_window(i) for i in range(6)] == [(0, 2), (1, 3), (2, 4), (3, 5), (4, 6), (0, 2)]
     history = trainer.train(iterations=2)
     assert all(set(h["trained_steps"]) <= set(range(*trainer.sde_window(h["iteration"]))) for h in history)
@@ -266,15 +266,18 @@ def test_group_std_ddof_matches_dance_grpo_and_precise_by_hand():
 @pytest.mark.parametrize("rule, expected", [("flow_sde", list(range(9))), ("cps", list(range(9))),
                                             ("cpws", list(range(9))), ("precise", list(range(9)))])
 def test_first_fraction_counts_all_steps_as_the_references_do(rule, expected):
-    trainer = make_trainer(rule=rule, steps=10, timestep_fraction=0.99, iterations=1)
+    # min_train_std 0: the references also train step 8, into the schedule's σ_min = 0.001 (std ≈ 0.001 under CPS)
+    trainer = make_trainer(rule=rule, steps=10, timestep_fraction=0.99, iterations=1, min_train_std=0.0)
     rollout = trainer.rollout(0)
     assert trainer.selected_steps(rollout, 0) == expected  # range(int(10 · 0.99)) = steps 0–8
 
 
 def test_first_fraction_skips_a_deterministic_step_instead_of_replacing_it():
-    trainer = make_trainer(rule="cps", steps=4, timestep_fraction=0.99, sde_window=(1, 4), iterations=1)
+    trainer = make_trainer(rule="cps", steps=4, timestep_fraction=0.99, sde_window=(1, 4), iterations=1,
+                           schedule="simple")  # 1, 0.75, 0.5, 0.25, 0: no step into σ_min
     rollout = trainer.rollout(0)
     assert rollout.stochastic_steps == [1, 2]  # step 3 ends at t = 0: deterministic
     assert trainer.selected_steps(rollout, 0) == [1, 2]  # range(3) ∩ {1, 2}
     with pytest.raises(ValueError, match=r"selects steps 0–0, none of them stochastic \(stochastic: \[2\]\)"):
-        make_trainer(rule="cps", steps=4, timestep_fraction=0.25, sde_window=(2, 4), iterations=1)  # before rollout
+        make_trainer(rule="cps", steps=4, timestep_fraction=0.25, sde_window=(2, 4), iterations=1,
+                     schedule="simple")  # before any rollout

@@ -76,7 +76,7 @@ def test_one_step_with_a_deterministic_last_step_is_refused_before_the_rollout(r
     with pytest.raises(ValueError, match=rf"nothing to train: the only step ends at t = 0, where '{rule}' is "
                                          r"deterministic.*Use steps >= 2.*'flow_sde'"):
         make_trainer(rule=rule, steps=1, timestep_fraction=1.0)
-    trainer = make_trainer(rule=rule, steps=2, timestep_fraction=1.0, iterations=1)
+    trainer = make_trainer(rule=rule, steps=2, timestep_fraction=1.0, iterations=1, schedule="simple")
     trainer.reward_fn = reward
     assert trainer.step()["trained_steps"] == [0] and calls == [1]
 
@@ -186,7 +186,7 @@ def test_non_finite_gradients_from_a_finite_loss_are_caught_before_the_optimizer
 
 def test_a_failure_after_part_of_an_iterations_updates_is_not_checkpointed(tmp_path):
     path = tmp_path / ckpt.CHECKPOINT_NAME
-    trainer = make_trainer(iterations=3, checkpoint_every=1, timestep_fraction=1.0)
+    trainer = make_trainer(iterations=3, checkpoint_every=1, timestep_fraction=1.0, schedule="simple")
     trainer.train(iterations=1, checkpoint_path=str(path))
     good = path.read_bytes()
     last_trained = trainer.history[-1]["trained_steps"][-1]

@@ -10,7 +10,7 @@ from ._host import samplers
 # (field, lower bound, bound allowed, +inf allowed): +inf only where it means "no limit" (no clipping)
 _FLOAT_RANGES = (("shift", 0.0, False, False), ("cfg", None, True, False), ("beta", 0.0, True, False),
                  ("clip_range", 0.0, False, True), ("advantage_clip", 0.0, False, True),
-                 ("advantage_eps", 0.0, False, False), ("lr", 0.0, True, False), ("weight_decay", 0.0, True, False),
+                 ("advantage_eps", 0.0, False, False), ("min_train_std", 0.0, True, False), ("lr", 0.0, True, False), ("weight_decay", 0.0, True, False),
                  ("max_grad_norm", 0.0, False, True), ("lora_alpha", 0.0, False, False))
 _RANGE_HINTS = {
     "clip_range": " (the PPO ratio clip ε; 0 would stop every update: use e.g. 1e-4, or inf for no clipping)",
@@ -52,6 +52,12 @@ class GRPOConfig:
         timestep_selection / timestep_fraction: ``first``: the stochastic steps among the first ⌊N·fraction⌋ of all
             N steps (flow_grpo, 0.99: steps 0–8 of 10); ``random``: that fraction of the stochastic steps, drawn per
             iteration (DanceGRPO, 0.6).
+        min_train_std: stochastic steps whose noise std (in units of the initial noise) is below this are sampled but
+            not trained. The step into σ_min that ComfyUI's ``normal`` schedule and diffusers' flow schedule end
+            with (t' = 0.001) has std ≈ 0.001 under CPS, CPWS and Precise; its Gaussian log-prob weighs the update
+            by 1/std², so one optimizer step drives its ratio to 0 and its KL to ~10, and it alone decides the
+            update (the final tone of the image, e.g. a grey haze on the toy). 0 trains it as the references do
+            (FlowCPS's eq. 14 log-prob rescales it by 2·std², i.e. almost ignores it).
         dense_rewards: DenseGRPO per-step rewards from ODE look-ahead (one extra ODE rollout + reward per step).
     Optimisation
         inner_epochs, gradient_accumulation (an optimizer step every N trained steps, each over the whole batch),
@@ -94,7 +100,7 @@ class GRPOConfig:
     cfg: float = 3.0
     log_prob_kind: str = "gaussian"
     kl_kind: str = "gaussian"
-    beta: float = 0.0
+    beta: float = 0.1
     clip_range: float = 1e-4
     advantage_std: str = "group"
     advantage_clip: float = 5.0
@@ -103,6 +109,7 @@ class GRPOConfig:
     timestep_selection: str = "first"
     timestep_fraction: float = 0.99
     dense_rewards: bool = False
+    min_train_std: float = 0.01
     inner_epochs: int = 1
     gradient_accumulation: int = 1
     lr: float = 3e-4

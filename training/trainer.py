@@ -189,6 +189,7 @@ class GRPOTrainer:
             stochastic = samplers.loop.stochastic_steps(self.times, rule=c.rule, eta=self.etas, window=window)
             if not stochastic:
                 raise ValueError("GRPO has nothing to train: " + self._no_stochastic_step_reason(window))
+            stochastic = self.trainable_steps(stochastic, window)
             if c.timestep_selection == "first":
                 self._first_steps(stochastic)
 
@@ -210,6 +211,20 @@ class GRPOTrainer:
                        "earlier steps") + " or use 'flow_sde', which keeps noise at the last step")
         return (f"no step of the SDE window {tuple(window)} draws noise with rule '{c.rule}' and η {etas}: widen the "
                 "window or raise η")
+
+    def trainable_steps(self, stochastic: List[int], window) -> List[int]:
+        """The stochastic steps whose noise std reaches ``config.min_train_std`` (the rest are sampled, not trained)."""
+        c = self.config
+        stds = samplers.loop.step_stds(self.times, rule=c.rule, eta=self.etas, window=window)
+        kept = [i for i in stochastic if stds[i] >= c.min_train_std]
+        if not kept:
+            raise ValueError(
+                f"GRPO has nothing to train: every stochastic step's noise std is below min_train_std "
+                f"{c.min_train_std:g} (stds {[round(stds[i], 6) for i in stochastic]} at steps {stochastic}); with "
+                "so little noise a step's log-probability is too sharp to train on. Use more steps, raise η, a "
+                "schedule whose last step does not end just above 0 (e.g. 'simple' instead of 'normal'), or lower "
+                "min_train_std")
+        return kept
 
     def _first_steps(self, stochastic: List[int]) -> List[int]:
         """``timestep_selection = 'first'``: the stochastic steps among range(int(N·fraction))."""
@@ -397,6 +412,7 @@ class GRPOTrainer:
         candidates = rollout.stochastic_steps
         if not candidates:
             raise ValueError("no stochastic step in the rollout: raise η or widen the SDE window")
+        candidates = self.trainable_steps(candidates, self.sde_window(iteration))
         if c.timestep_selection == "first":
             return self._first_steps(candidates)
         count = max(1, round(len(candidates) * c.timestep_fraction))
