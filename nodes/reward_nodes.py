@@ -9,8 +9,8 @@ from comfy_api.latest import io, ui
 
 from .reward_placement import managed_by_comfy
 from .widget_options import WEIGHT_STEP
-from ..training.rewards import (FRAME_REDUCTIONS, WEIGHT_FREE_REWARDS, CombinedReward, DigitReward, FrameReward,
-                                OCRReward, evaluate_reward, load_clip_reward, weight_free_reward)
+from ..training.rewards import (FRAME_REDUCTIONS, WEIGHT_FREE_REWARDS, BoldDigitReward, CombinedReward, DigitReward,
+                                FrameReward, OCRReward, evaluate_reward, load_clip_reward, weight_free_reward)
 
 CATEGORY = "flow-cps/rewards"
 RewardType = io.Custom("REWARD")
@@ -67,6 +67,26 @@ class DigitRewardLoader(io.ComfyNode):
     @classmethod
     def execute(cls) -> io.NodeOutput:
         return io.NodeOutput(DigitReward())
+
+
+class BoldDigitRewardLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlowCPS_RewardBoldDigit",
+            display_name="Reward: Bold Digit (toy)",
+            category=CATEGORY,
+            description="The toy's style task: the digit classifier's probability that an image shows the digit its "
+                        "prompt names × the mean stroke width in pixels (ink darker than 0.5, so a grey background "
+                        "does not count). The base toy model draws thin strokes (about 1.2 px); a blob that no longer "
+                        "reads as the digit scores about 0. No download.",
+            inputs=[],
+            outputs=[reward_output("the bold-digit reward")],
+        )
+
+    @classmethod
+    def execute(cls) -> io.NodeOutput:
+        return io.NodeOutput(BoldDigitReward())
 
 
 class CLIPFamilyRewardLoader(io.ComfyNode):
@@ -223,5 +243,5 @@ class ScoreImages(io.ComfyNode):
         return io.NodeOutput(json.dumps(scores), sum(scores) / len(scores), ui=ui.PreviewText(format_scores(result)))
 
 
-NODES = [DigitRewardLoader, WeightFreeRewardLoader, OCRRewardLoader, CLIPFamilyRewardLoader, CombineRewards,
+NODES = [DigitRewardLoader, BoldDigitRewardLoader, WeightFreeRewardLoader, OCRRewardLoader, CLIPFamilyRewardLoader, CombineRewards,
          VideoFrameReward, ScoreImages]

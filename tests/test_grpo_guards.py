@@ -1,7 +1,10 @@
 """Guards against reward hacking: the EMA of the LoRA (what is saved and previewed) and the held-out drift monitor."""
+import math
+
 import pytest
 import torch
 
+import samplers
 from grpo_fixtures import brightness, make_trainer
 from training.ema import LoRAEMA
 from training.grpo_config import GRPOConfig
@@ -95,3 +98,69 @@ def test_guard_settings_are_validated():
     for bad in (dict(ema_decay=1.0), dict(ema_decay=-0.1), dict(monitor_samples=-1), dict(monitor_every=0)):
         with pytest.raises(ValueError, match=next(iter(bad))):
             GRPOConfig(**bad)
+
+
+def test_stroke_width_is_two_area_over_perimeter_and_blind_to_haze_and_upscaling():
+    from training.rewards import BoldDigitReward, StrokeWidth
+    thin, bold = torch.ones(1, 16, 16, 3), torch.ones(1, 16, 16, 3)
+    thin[0, 3:13, 7:9] = 0.0  # a 10 × 2 bar: area 20, perimeter 2·10 + 2·2 = 24
+    bold[0, 3:13, 6:10] = 0.0  # 10 × 4: area 40, perimeter 28
+    widths = StrokeWidth()(torch.cat([thin, bold]), ["", ""])
+    assert widths.tolist() == pytest.approx([2 * 20 / 24, 2 * 40 / 28], rel=1e-6)
+    hazy = bold.clone()
+    hazy[hazy > 0.9] -= 0.3  # grey paper, still lighter than the ink threshold
+    edge = bold.clone()
+    edge[0, 3:13, 5] = 0.6  # a soft edge lighter than ink does not widen the stroke
+    upscaled = bold.repeat_interleave(8, 1).repeat_interleave(8, 2)  # the toy VAE's 8× nearest decode
+    assert StrokeWidth()(torch.cat([hazy, edge]), ["", ""]).tolist() == pytest.approx([2 * 40 / 28] * 2, rel=1e-6)
+    assert StrokeWidth()(upscaled, [""]).item() == pytest.approx(2 * 40 / 28, rel=1e-6)
+    assert StrokeWidth()(torch.ones(1, 16, 16, 3), [""]).item() == 0.0
+    # bold_digit = P(digit) × width, so a blob that is no digit scores near 0 however thick it is
+    reward = BoldDigitReward()
+    digits = torch.cat([thin, bold])
+    result = reward.evaluate(digits, ["a handwritten 1", "a handwritten 1"])
+    probability = torch.tensor(result.details["probability"])
+    assert torch.allclose(result.rewards, probability * widths, atol=1e-6)
+    blob = torch.ones(1, 16, 16, 3)
+    blob[0, 3:14, 3:14] = 0.0  # 11 × 11: width 2 · 121 / 44 = 5.5
+    blob_result = reward.evaluate(blob, ["a handwritten 1"])
+    assert blob_result.details["width"][0] == pytest.approx(5.5) and blob_result.rewards.item() < 0.01
+
+
+def test_near_deterministic_steps_are_sampled_but_not_trained():
+    # ComfyUI's "normal" schedule ends …, 0.334 → 0.001 → 0: under CPS the step into 0.001 has std ≈ 0.001
+    normal4 = [1.0, 0.667, 0.334, 0.001, 0.0]
+    trainer = make_trainer(steps=4, rule="cps", eta=0.8)
+    trainer.times = torch.tensor(normal4)
+    assert trainer.trainable_steps([0, 1, 2], None) == [0, 1]
+    stds = samplers.loop.step_stds(normal4, rule="cps", eta=0.8)
+    assert stds[2] == pytest.approx(0.001 * math.sin(0.4 * math.pi), rel=1e-5) and stds[3] == 0.0
+    assert samplers.loop.stochastic_steps(normal4, rule="cps", eta=0.8) == [0, 1, 2]  # sampling keeps its noise
+    trainer.config.min_train_std = 0.0  # the references' behaviour: train it
+    assert trainer.trainable_steps([0, 1, 2], None) == [0, 1, 2]
+    # Flow-SDE's std comes from the current time: it keeps the step into 0.001 (std 0.29) and drops the last one,
+    # 0.001 → 0 (std 0.7 · √(0.001 / 0.999) · √0.001 ≈ 0.0007)
+    flow = make_trainer(steps=4, rule="flow_sde", eta=0.7)
+    flow.times = torch.tensor(normal4)
+    assert flow.trainable_steps([0, 1, 2, 3], None) == [0, 1, 2]
+
+
+def test_training_skips_the_sharp_step_and_stays_on_policy():
+    trainer = make_trainer(steps=4, rule="cps", eta=0.8, beta=0.1)
+    trainer.times = torch.tensor([1.0, 0.667, 0.334, 0.001, 0.0])
+    metrics = trainer.step()
+    assert metrics["trained_steps"] == [0, 1]
+    assert metrics["first_ratio_min"] == metrics["first_ratio_max"] == 1.0
+    # without the guard the step into 0.001 dominates: its ratio collapses after one update and its KL explodes
+    sharp = make_trainer(steps=4, rule="cps", eta=0.8, beta=0.1, min_train_std=0.0)
+    sharp.times = torch.tensor([1.0, 0.667, 0.334, 0.001, 0.0])
+    sharp_metrics = sharp.step()
+    assert sharp_metrics["trained_steps"] == [0, 1, 2]
+    assert sharp_metrics["kl"] > 100 * max(metrics["kl"], 1e-12)
+
+
+def test_a_run_with_only_sharp_steps_is_refused_with_advice():
+    with pytest.raises(ValueError, match="min_train_std"):
+        make_trainer(steps=2, rule="cps", eta=0.8, timestep_fraction=1.0, min_train_std=0.6)
+    with pytest.raises(ValueError, match="min_train_std"):
+        GRPOConfig(min_train_std=float("nan"))

@@ -6,17 +6,18 @@ from .base import Reward, RewardError, RewardFn, RewardResult, evaluate_reward, 
 from .clip_family import (AestheticReward, CLIPScoreReward, HPSv2Reward, PickScoreReward, RewardDependencyMissing,
                           RewardModelNotFound, find_reward_model, load_clip_reward, reward_model_layout)
 from .combine import CombinedReward, z_normalise
-from .digit import DigitReward
+from .digit import BoldDigitReward, DigitReward
 from .managed import ManagedReward
 from .video import FRAME_REDUCTIONS, FrameReward, evaluate_video_reward
 from .ocr import OCRReward
 from .weight_free import (WEIGHT_FREE_REWARDS, Colorfulness, JpegCompressibility, JpegIncompressibility, LowNoise,
-                          Sharpness, weight_free_reward)
+                          PaperHaze, Sharpness, StrokeWidth, weight_free_reward)
 
 __all__ = ["Reward", "RewardError", "RewardFn", "RewardResult", "evaluate_reward", "reward_models", "reward_name",
-           "ManagedReward", "DigitReward",
+           "ManagedReward", "DigitReward", "BoldDigitReward",
            "PickScoreReward", "CLIPScoreReward", "AestheticReward", "HPSv2Reward", "RewardModelNotFound",
            "RewardDependencyMissing", "find_reward_model", "load_clip_reward", "reward_model_layout",
-           "CombinedReward", "z_normalise", "OCRReward", "WEIGHT_FREE_REWARDS", "weight_free_reward",
+           "CombinedReward", "z_normalise", "OCRReward", "WEIGHT_FREE_REWARDS", "weight_free_reward", "PaperHaze",
+           "StrokeWidth",
            "JpegCompressibility", "JpegIncompressibility", "Colorfulness", "Sharpness", "LowNoise",
            "FRAME_REDUCTIONS", "FrameReward", "evaluate_video_reward"]

@@ -9,6 +9,7 @@ import torch
 from ..digit_classifier import DigitClassifier, classify_images, load_classifier
 from ..toy_prompts import parse_digit
 from .base import Reward, RewardError
+from .weight_free import stroke_width
 
 
 class DigitReward(Reward):
@@ -35,3 +36,17 @@ class DigitReward(Reward):
         probs = classify_images(images, self.classifier)
         target = torch.tensor(digits, device=probs.device)
         return probs[torch.arange(len(digits)), target].float(), {"predicted": probs.argmax(1).tolist()}
+
+
+class BoldDigitReward(DigitReward):
+    """The toy's style task: P(requested digit) × mean stroke width in pixels (``stroke_width``). The base model
+    draws thin strokes (≈ 1.2 px), so GRPO has something to learn; the product keeps the digit legible, since a
+    blob that no longer reads as the digit scores ≈ 0 however thick it is. details: probability, width."""
+
+    name = "bold_digit"
+    value_range = (0.0, None)
+
+    def compute(self, images: torch.Tensor, prompts: Sequence[str]):
+        probability, details = super().compute(images, prompts)
+        width = stroke_width(images).to(probability.device)
+        return probability * width, {**details, "probability": probability.tolist(), "width": width.tolist()}
