@@ -150,20 +150,39 @@ def save_stopped_run(trainer: GRPOTrainer, run_folder: str, checkpoint: str, run
     return [saved, checkpoint]
 
 
-def stopped_event(node_id, run_name: str, iterations: int, history: list, saved: List[str],
-                  error: BaseException) -> dict:
-    """The chart event a stopped run sends: the chart so far, what was saved and how to continue (the node shows
-    it). ``saved`` = [LoRA, checkpoint], or [] when nothing was saved."""
+def stopped_event(chart: dict, saved: List[str], error: BaseException) -> dict:
+    """The chart event a stopped run sends: the chart so far (:func:`chart_payload`), what was saved and how to
+    continue (the node shows it). ``saved`` = [LoRA, checkpoint], or [] when nothing was saved."""
     import comfy.model_management
     reason = "cancelled" if isinstance(error, comfy.model_management.InterruptProcessingException) else "failed"
+    history = chart["history"]
     iteration = int(history[-1][0]) + 1 if history else 0
-    return {"node": node_id, "run": run_name, "iterations": iterations, "history": history,
-            "stopped": {"reason": reason, "iteration": iteration, "saved": saved, "run_name": run_name,
-                        "resume_from": "latest" if saved else ""}}
+    return {**chart, "stopped": {"reason": reason, "iteration": iteration, "saved": saved,
+                                 "run_name": chart["run"], "resume_from": "latest" if saved else ""}}
+
+
+def chart_payload(node_id, run_name: str, trainer: GRPOTrainer, run_info: dict) -> dict:
+    """What the live chart draws (web/chart_model.js applyEvent): the reward per iteration, its range, and the
+    drift monitor's series."""
+    return {"node": node_id, "run": run_name, "iterations": trainer.config.iterations,
+            "history": chart_history(trainer), "reward": run_info["reward"], "value_range": run_info["value_range"],
+            "monitor": chart_monitor(trainer, run_info["monitor"], run_info["monitor_range"])}
 
 
 def chart_history(trainer: GRPOTrainer) -> list:
     return [[h["iteration"], h["reward_mean"], h["reward_std"]] for h in trainer.history]
+
+
+def chart_monitor(trainer: GRPOTrainer, name: Optional[str], value_range: Optional[list]) -> Optional[dict]:
+    """The drift monitor's series for the live chart: the base model's held-out scores and each monitored
+    iteration's [iteration, held-out reward, monitor]; None when the run has no monitor."""
+    if trainer.config.monitor_samples < 1:
+        return None
+    base = trainer.monitor_baseline or {}
+    return {"name": name, "value_range": value_range,
+            "baseline": [base.get("held_out_reward"), base.get("monitor")],
+            "points": [[h["iteration"], h["held_out_reward"], h.get("monitor")] for h in trainer.history
+                       if h.get("held_out_reward") is not None]}
 
 
 def reward_value_range(reward) -> Optional[list]:
@@ -189,6 +208,7 @@ class GRPORunResult:
     lora: dict
     curve: torch.Tensor
     run_info: dict
+    chart: dict  # the live chart's last state (chart_payload), also sent with the node's UI output
 
 
 def default_monitor(monitor, model):
@@ -219,6 +239,7 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
                 "lora_targets": list(targets), "run_folder": run_folder,
                 "value_range": reward_value_range(reward), "ema_decay": config.ema_decay,
                 "monitor": getattr(monitor, "name", None) if monitor is not None else None,
+                "monitor_range": reward_value_range(monitor) if monitor is not None else None,
                 "monitor_samples": config.monitor_samples}
 
     with torch.inference_mode(False), torch.enable_grad():
@@ -230,10 +251,7 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
         progress = comfy.utils.ProgressBar(config.iterations, node_id=node_id)
 
         def report(trainer, metrics):
-            history = chart_history(trainer)
-            send_event(CHART_EVENT, {"node": node_id, "run": run_name, "iterations": config.iterations,
-                                     "history": history, "reward": run_info["reward"],
-                                     "value_range": run_info["value_range"], "kl": metrics.get("kl"),
+            send_event(CHART_EVENT, {**chart_payload(node_id, run_name, trainer, run_info), "kl": metrics.get("kl"),
                                      "clip_fraction": metrics.get("clip_fraction")})
             preview = ("JPEG", _preview(trainer.last_images), 768) if trainer.last_images is not None else None
             progress.update_absolute(trainer.iteration, config.iterations, preview=preview)
@@ -249,15 +267,16 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
             except BaseException as error:
                 saved = save_stopped_run(trainer, run_folder, checkpoint, run_info)
                 try:
-                    send_event(CHART_EVENT, stopped_event(node_id, run_name, config.iterations,
-                                                          chart_history(trainer), saved, error))
+                    send_event(CHART_EVENT, stopped_event(chart_payload(node_id, run_name, trainer, run_info),
+                                                          saved, error))
                 except Exception:
                     log.exception("flow-cps GRPO: reporting the stopped run to the browser failed")
                 raise
             run_info["iterations"] = trainer.iteration
             run_info["history"] = trainer.history
+            chart.update(chart_payload(None, run_name, trainer, run_info))
 
-        trainers = []
+        trainers, chart = [], {}
 
         def make_trainer(policy):
             trainers.append(GRPOTrainer(policy, reward, config, log=log.info, times=sigmas, monitor=monitor))
@@ -275,7 +294,8 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
     trained, _ = comfy.sd.load_lora_for_models(model, None, lora_sd, 1.0, 0)
     curve = reward_curve(run_info["history"], f"GRPO reward ({config.rule}, {run_info['reward']})",
                          run_info["value_range"])
-    return GRPORunResult(trained, lora_sd, curve, run_info)
+    chart.pop("node", None)
+    return GRPORunResult(trained, lora_sd, curve, run_info, chart)
 
 
 def calibrate_exploration_in_comfy(*, model, vae, reward, prompts_text: str, negative_text: str, clip, latent_shape,

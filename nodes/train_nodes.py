@@ -150,10 +150,11 @@ class GRPOTrainLoRA(io.ComfyNode):
                                         "'*attn.qkv, *attn.proj')."),
                 io.Float.Input("learning_rate", default=1e-3, min=1e-8, max=1.0, step=FINE_STEP,
                                tooltip="AdamW learning rate."),
-                io.Float.Input("beta", default=0.0, min=0.0, max=10.0, step=FINE_STEP,
+                io.Float.Input("beta", default=0.1, min=0.0, max=10.0, step=FINE_STEP,
                                tooltip="KL penalty weight against the model without the LoRA (0 = off, faster). "
-                                       "The KL is the exact per-element Gaussian one; flow_grpo's is this × Δt, so "
-                                       "divide a β from a flow_grpo config by the step size Δt."),
+                                       "0.1 keeps the toy model's digits legible while it learns. The KL is the "
+                                       "exact per-element Gaussian one; flow_grpo's is this × Δt, so divide a β "
+                                       "from a flow_grpo config by the step size Δt."),
                 io.Float.Input("clip_range", default=1e-2, min=1e-8, max=1.0, step=FINE_STEP,
                                tooltip="PPO clip range ε of the probability ratio."),
                 io.Combo.Input("log_prob_kind", options=list(LOG_PROB_KINDS), default="gaussian",
@@ -246,8 +247,7 @@ class GRPOTrainLoRA(io.ComfyNode):
         last = result.run_info["history"][-1] if result.run_info["history"] else {}
         text = (f"{result.run_info['iterations']} iterations, reward {last.get('reward_mean', float('nan')):.4f}; "
                 f"saved in {result.run_info['run_folder']}" + held_out_summary(result.run_info))
-        chart = {"run": run_name, "iterations": iterations,
-                 "history": [[h["iteration"], h["reward_mean"], h["reward_std"]] for h in result.run_info["history"]]}
+        chart = result.chart
         # the chart data also rides on the node's UI output, so a cached re-run or a reopened page redraws it
         return io.NodeOutput(result.model, result.lora, result.curve, info,
                              ui={"text": [text], "flow_cps_chart": [chart]})

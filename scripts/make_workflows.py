@@ -27,6 +27,8 @@ class Workflow:
     def __init__(self):
         self.nodes, self.links = [], []
         self.thumbnail_nodes = []  # output nodes whose images make the Templates thumbnail
+        self.grid_columns = {}  # thumbnail node → columns of its image grid (default: near-square)
+        self.readme_images = {}  # thumbnail node → the README image (relative to the repo) its grid is saved as
 
     def node(self, type_, widgets=(), inputs=(), outputs=(), pos=(0, 0), size=(300, 120), title=None):
         """``inputs``: (name, type, (source node, source slot)); ``outputs``: (name, type)."""
@@ -158,6 +160,9 @@ def trainer_widgets(prompts=TOY_PROMPTS, negative="", cfg=1.0, rule="cps", eta=0
             checkpoint_every, run_name, "", sample_batch_size, train_batch_size, gradient_checkpointing, train_dtype]
 
 
+# the main toy task (README "GRPO on the toy model"): bold digits, KL on, α = 2 × rank as scripts/train.py
+TOY_BOLD = dict(alpha=16.0, beta=0.1, run_name="grpo_toy_bold")
+
 TRAINER_OUTPUTS = [("model", "MODEL"), ("lora", "LORA_MODEL"), ("reward_curve", "IMAGE"), ("run_info", "STRING")]
 
 
@@ -165,36 +170,46 @@ TRAINER_H = 1240  # the trainer's widgets, its live chart and its text box
 
 
 def grpo_toy():
+    """The main toy workflow: GRPO teaches the toy model bold strokes (the bold-digit reward), with the KL to the
+    base model on and the paper-haze drift monitor on the chart; the same 8 seeds sampled before and after."""
     w = Workflow()
     left = w.column(20, 340)
     model = left.node("FlowCPS_ToyDigitModel", 60, outputs=[("MODEL", "MODEL"), ("VAE", "VAE")])
-    reward = left.node("FlowCPS_RewardDigit", 40, outputs=[("reward", "REWARD")])
+    reward = left.node("FlowCPS_RewardBoldDigit", 40, outputs=[("reward", "REWARD")])
     latent = left.node("EmptyLatentImage", 110, widgets=[128, 128, 1], outputs=[("LATENT", "LATENT")])
+    positive = left.node("FlowCPS_ToyDigitPrompt", 70, widgets=["a handwritten 5"],
+                         outputs=[("CONDITIONING", "CONDITIONING")], title="Try the trained model")
+    negative = left.node("FlowCPS_ToyDigitPrompt", 70, widgets=[""], outputs=[("CONDITIONING", "CONDITIONING")])
+    check_latent = left.node("EmptyLatentImage", 110, widgets=[128, 128, 8], outputs=[("LATENT", "LATENT")])
     mid = w.column(left.right, 420)
-    trainer = mid.node("FlowCPS_GRPOTrainLoRA", TRAINER_H, widgets=trainer_widgets(),
+    trainer = mid.node("FlowCPS_GRPOTrainLoRA", TRAINER_H, widgets=trainer_widgets(**TOY_BOLD),
                        inputs=[("model", "MODEL", (model, 0)), ("vae", "VAE", (model, 1)),
                                ("reward", "REWARD", (reward, 0)), ("latent", "LATENT", (latent, 0))],
                        outputs=TRAINER_OUTPUTS)
     right = w.column(mid.right, 440)
     curve = right.node("PreviewImage", 320, inputs=[("images", "IMAGE", (trainer, 2))], title="Reward curve")
-    right.node("FlowCPS_SaveLoRA", 180, widgets=["flow_cps/grpo_toy_cps"],
+    right.node("FlowCPS_SaveLoRA", 180, widgets=["flow_cps/grpo_toy_bold"],
                inputs=[("lora", "LORA_MODEL", (trainer, 1)), ("run_info", "STRING", (trainer, 3))],
                outputs=[("path", "STRING")])
-    positive = right.node("FlowCPS_ToyDigitPrompt", 70, widgets=["a handwritten 8"],
-                          outputs=[("CONDITIONING", "CONDITIONING")], title="Try the trained model")
-    negative = right.node("FlowCPS_ToyDigitPrompt", 70, widgets=[""], outputs=[("CONDITIONING", "CONDITIONING")])
-    check_latent = right.node("EmptyLatentImage", 110, widgets=[128, 128, 8], outputs=[("LATENT", "LATENT")])
-    last = w.column(right.right, 440)
-    sampled = last.node("KSampler", 270, widgets=[1, "fixed", 4, 1.0, "flow_cps", "normal", 1.0],
-                        inputs=[("model", "MODEL", (trainer, 0)), ("positive", "CONDITIONING", (positive, 0)),
-                                ("negative", "CONDITIONING", (negative, 0)),
-                                ("latent_image", "LATENT", (check_latent, 0))],
-                        outputs=[("LATENT", "LATENT")])
-    image = last.node("VAEDecode", 50, inputs=[("samples", "LATENT", (sampled, 0)), ("vae", "VAE", (model, 1))],
-                      outputs=[("IMAGE", "IMAGE")])
-    samples = last.node("PreviewImage", 320, inputs=[("images", "IMAGE", (image, 0))],
-                        title="Samples of the trained model")
-    w.thumbnail_nodes += [curve, samples]
+    decoded = []
+    for label, source in (("Before: the base model", (model, 0)), ("After: the trained LoRA", (trainer, 0))):
+        sampled = right.node("KSampler", 270, widgets=[1, "fixed", 4, 1.0, "flow_cps", "normal", 1.0],
+                             inputs=[("model", "MODEL", source), ("positive", "CONDITIONING", (positive, 0)),
+                                     ("negative", "CONDITIONING", (negative, 0)),
+                                     ("latent_image", "LATENT", (check_latent, 0))],
+                             outputs=[("LATENT", "LATENT")], title=label)
+        decoded.append(right.node("VAEDecode", 50, inputs=[("samples", "LATENT", (sampled, 0)),
+                                                           ("vae", "VAE", (model, 1))],
+                                  outputs=[("IMAGE", "IMAGE")]))
+    last = w.column(right.right, 560)
+    both = last.node("ImageBatch", 50, inputs=[("image1", "IMAGE", (decoded[0], 0)), ("image2", "IMAGE",
+                                                                                     (decoded[1], 0))],
+                     outputs=[("IMAGE", "IMAGE")])
+    grid = last.node("PreviewImage", 360, inputs=[("images", "IMAGE", (both, 0))],
+                     title="Before (first 8) and after (last 8), same seeds")
+    w.thumbnail_nodes += [curve, grid]
+    w.grid_columns[grid] = 8
+    w.readme_images[grid] = os.path.join("docs", "images", "grpo_toy_before_after.png")
     return w
 
 
@@ -279,7 +294,8 @@ TEMPLATES = [
              "every sampler x eta on one seed, and the noise std each rule leaves per step", noise_comparison_grid,
              True),
     Template("GRPO LoRA training with a live reward chart (toy digits)",
-             "30 GRPO iterations on CPU: reward curve, saved LoRA, samples of the trained model", grpo_toy, True),
+             "30 GRPO iterations on CPU teach bold strokes: reward and drift chart, LoRA, before/after samples",
+             grpo_toy, True),
     Template("GRPO with CPS vs Flow-SDE, reward curves compared (toy digits)",
              "the same GRPO run with CPS and with Flow-SDE rollouts, both curves on one y-axis",
              grpo_cps_vs_flow_sde_toy, True),
@@ -359,10 +375,10 @@ SD35_CARD = [("SD3.5 Medium + PickScore", 26, (255, 255, 255)),
               "model files, see README).", 15, (170, 170, 170))]
 
 
-def _grid(images):
-    """A batch of images (one node's output) as one near-square grid."""
+def _grid(images, cols=None):
+    """A batch of images (one node's output) as one grid, near-square unless ``cols`` is given."""
     from PIL import Image
-    cols = math.ceil(math.sqrt(len(images)))
+    cols = cols or math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / cols)
     w, h = images[0].size
     sheet = Image.new("RGB", (cols * w + (cols - 1) * 2, rows * h + (rows - 1) * 2), (24, 24, 24))
@@ -407,7 +423,11 @@ def render_outputs(server: str, workflow: Workflow, timeout: float = 1800.0):
         images = [Image.open(_io.BytesIO(get("/view?" + urllib.parse.urlencode(
             {"filename": i["filename"], "subfolder": i.get("subfolder", ""), "type": i.get("type", "output")}))))
             for i in entry["outputs"][str(node_id)]["images"]]
-        panels.append(_grid(images))
+        panels.append(_grid(images, workflow.grid_columns.get(node_id)))
+        if node_id in workflow.readme_images:
+            path = os.path.join(ROOT, workflow.readme_images[node_id])
+            panels[-1].save(path)
+            print(f"wrote {path}")
     return panels
 
 

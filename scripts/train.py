@@ -1,4 +1,4 @@
-"""GRPO on the shipped toy digit model with the digit-classifier reward (CPU, no downloads).
+"""GRPO on the shipped toy digit model with the bold-digit (or the digit-classifier) reward (CPU, no downloads).
 
     python scripts/train.py --rule cps --iterations 30 --out out/grpo_cps
     python scripts/train.py --rule cps --iterations 60 --out out/grpo_cps --resume   # 30 more iterations
@@ -26,12 +26,17 @@ from training.grpo_config import GRPOConfig  # noqa: E402
 from training.script_args import HelpFormatter, number, output_folder, whole_number  # noqa: E402
 from training.toy_prompts import parse_digit  # noqa: E402
 
+TOY_REWARDS = {"bold_digit": "BoldDigitReward", "digit": "DigitReward"}
+
 ALLOW_FLAG = "--allow-changed-settings"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=HelpFormatter)
+    parser.add_argument("--reward", default="bold_digit", choices=sorted(TOY_REWARDS),
+                        help="bold_digit: P(requested digit) × stroke width (the toy's style task); digit: "
+                             "P(requested digit) alone (the base model already scores ≈ 0.94)")
     parser.add_argument("--rule", default="cps", choices=[r for r in RULES if r != "ode"], help="the step rule")
     parser.add_argument("--eta", type=number(0.0), default=None,
                         help="the rule's η (default: the rule's own, " + ", ".join(
@@ -44,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=number(0.0, above=True), default=1e-3, help="AdamW learning rate")
     parser.add_argument("--clip-range", type=number(0.0, above=True, infinite=True), default=1e-2,
                         help="PPO ratio clip ε (inf: no clipping)")
-    parser.add_argument("--beta", type=number(0.0), default=0.0, help="KL weight (0: no KL term)")
+    parser.add_argument("--beta", type=number(0.0), default=0.1,
+                        help="weight of the KL to the base model (0: no KL term)")
+    parser.add_argument("--monitor-samples", type=whole_number(0), default=16,
+                        help="held-out samples the drift monitor (paper haze) scores every 5 iterations (0: off)")
     parser.add_argument("--lora-rank", type=whole_number(1), default=8, help="LoRA rank")
     parser.add_argument("--lora-alpha", type=number(0.0, above=True), default=None,
                         help="LoRA α (default: 2 × rank)")
@@ -108,7 +116,7 @@ def make_config(args) -> GRPOConfig:
                       group_size=args.group_size, steps=args.steps, rule=args.rule, eta=eta, cfg=args.cfg, lr=args.lr,
                       clip_range=args.clip_range, beta=args.beta, dense_rewards=args.dense,
                       lora_rank=args.lora_rank, lora_alpha=alpha, iterations=args.iterations, seed=args.seed,
-                      checkpoint_every=args.checkpoint_every)
+                      checkpoint_every=args.checkpoint_every, monitor_samples=args.monitor_samples, monitor_every=5)
 
 
 def settings_label(trainer) -> str:
@@ -127,13 +135,16 @@ def write_outputs(trainer, out: str) -> None:
 
     from training.trainer import reward_curve
 
+    reward = trainer.reward_fn.name
     with open(os.path.join(out, "metrics.json"), "w") as handle:
-        json.dump({"config": trainer.config.to_dict(), "segments": trainer.segments, "history": trainer.history},
-                  handle, indent=1)
-    curve = reward_curve(trainer.history, title=f"GRPO on the toy model, {settings_label(trainer)}, digit reward")
+        json.dump({"config": trainer.config.to_dict(), "reward": reward, "monitor": "paper_haze",
+                   "monitor_baseline": trainer.monitor_baseline, "segments": trainer.segments,
+                   "history": trainer.history}, handle, indent=1)
+    curve = reward_curve(trainer.history, title=f"GRPO on the toy model, {settings_label(trainer)}, {reward} reward",
+                         value_range=trainer.reward_fn.value_range)
     Image.fromarray((curve[0] * 255).round().byte().numpy()).save(os.path.join(out, "reward_curve.png"))
-    save_file(trainer.policy.lora_state_dict(), os.path.join(out, "lora.safetensors"),
-              metadata={"base_model": "flow-cps toy DiT", "rule": trainer.config.rule, "reward": "digit",
+    save_file(trainer.export_lora_state_dict(), os.path.join(out, "lora.safetensors"),  # the EMA when it is on
+              metadata={"base_model": "flow-cps toy DiT", "rule": trainer.config.rule, "reward": reward,
                         "iterations": str(trainer.iteration)})
     for name in ("metrics.json", "reward_curve.png", "lora.safetensors", CHECKPOINT_NAME):
         print(f"wrote {os.path.join(out, name)}")
@@ -141,7 +152,8 @@ def write_outputs(trainer, out: str) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from training.rewards import DigitReward
+    import training.rewards
+    from training.rewards import PaperHaze
     from training.toy_policy import toy_policy
     from training.trainer import GRPOTrainer, NonFiniteTraining, SettingsChanged
 
@@ -152,7 +164,8 @@ def main(argv=None) -> int:
         config = args.config
         policy = toy_policy(rank=config.lora_rank, alpha=config.lora_alpha, seed=args.seed)
         try:
-            trainer = GRPOTrainer(policy, DigitReward(), config, log=print)
+            reward = getattr(training.rewards, TOY_REWARDS[args.reward])()
+            trainer = GRPOTrainer(policy, reward, config, log=print, monitor=PaperHaze())
         except ValueError as e:
             sys.exit(f"train.py: error: {e}")
         checkpoint = os.path.join(args.out, CHECKPOINT_NAME)

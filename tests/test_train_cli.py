@@ -14,7 +14,7 @@ import torch
 from training import checkpoint as ckpt
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["--steps", "2", "--group-size", "2", "--prompts", "a handwritten 5", "--checkpoint-every", "1"]
+TINY = ["--steps", "3", "--group-size", "2", "--prompts", "a handwritten 5", "--checkpoint-every", "1"]
 
 
 def load_script(name):
@@ -98,14 +98,18 @@ def test_one_step_with_a_deterministic_last_step_is_refused_before_training(trai
 
 def test_a_run_records_the_eta_and_alpha_used_and_resume_checks_settings(train, tmp_path, capsys):
     out = tmp_path / "run"
-    assert run(train, out) == 0
+    assert run(train, out, "--beta", "0") == 0
     printed = capsys.readouterr().out
     assert "kl off (β = 0)" in printed and "kl 0.00e+00" not in printed
     metrics = json.loads((out / "metrics.json").read_text())
+    # the toy's defaults: the bold-digit task, the paper-haze monitor on 16 held-out samples, before training too
+    assert metrics["reward"] == "bold_digit" and metrics["monitor"] == "paper_haze"
+    assert metrics["config"]["monitor_samples"] == 16 and -1 <= metrics["monitor_baseline"]["monitor"] <= 0
+    assert "held-out before training" in printed
     assert metrics["config"]["eta"] == 0.8 and metrics["config"]["lora_alpha"] == 16.0
     assert [h["kl"] for h in metrics["history"]] == [None, None]
     assert metrics["segments"] == [{"first_iteration": 0, "settings": metrics["segments"][0]["settings"]}]
-    assert metrics["segments"][0]["settings"]["eta"] == [0.8, 0.8]
+    assert metrics["segments"][0]["settings"]["eta"] == [0.8, 0.8, 0.8]
     checkpoint = out / ckpt.CHECKPOINT_NAME
     good = checkpoint.read_bytes()
 
@@ -118,20 +122,21 @@ def test_a_run_records_the_eta_and_alpha_used_and_resume_checks_settings(train, 
     # other settings: refused, naming every difference and the flag
     code, message = error_of(capsys, lambda: run(train, out, "--resume", "--rule", "flow_sde", "--lora-alpha", "8",
                                                  iterations=3))
-    assert "rule 'cps' -> 'flow_sde'" in message and "eta 0.8 on all 2 steps -> 0.7 on all 2 steps" in message
+    assert "rule 'cps' -> 'flow_sde'" in message and "eta 0.8 on all 3 steps -> 0.7 on all 3 steps" in message
     assert "lora_alpha 16.0 -> 8.0" in message  # α is a run setting too
     assert "--allow-changed-settings" in message
     assert checkpoint.read_bytes() == good
     # the same settings resume fine; the optimizer's may change
-    assert run(train, out, "--resume", "--lr", "5e-4", iterations=3) == 0
+    assert run(train, out, "--resume", "--lr", "5e-4", "--beta", "0", iterations=3) == 0
     # allowed: the history keeps each segment's settings
-    assert run(train, out, "--resume", "--rule", "flow_sde", "--allow-changed-settings", iterations=4) == 0
+    assert run(train, out, "--resume", "--rule", "flow_sde", "--beta", "0", "--allow-changed-settings",
+               iterations=4) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert [h["iteration"] for h in metrics["history"]] == [0, 1, 2, 3]
     segments = metrics["segments"]
     assert [s["first_iteration"] for s in segments] == [0, 3]
     assert [s["settings"]["rule"] for s in segments] == ["cps", "flow_sde"]
-    assert [s["settings"]["eta"] for s in segments] == [[0.8, 0.8], [0.7, 0.7]]
+    assert [s["settings"]["eta"] for s in segments] == [[0.8] * 3, [0.7] * 3]
     assert metrics["config"]["rule"] == "flow_sde" and ckpt.trained_iterations(str(checkpoint)) == 4
     assert ckpt.read_checkpoint(str(checkpoint))["segments"] == segments
 
@@ -155,7 +160,7 @@ def test_a_nan_in_training_stops_the_cli_and_keeps_the_last_good_checkpoint(trai
 
     monkeypatch.setattr(training.toy_policy, "toy_policy", breaking_policy)
     out = tmp_path / "run"
-    code, message = error_of(capsys, lambda: run(train, out, iterations=4))
+    code, message = error_of(capsys, lambda: run(train, out, "--monitor-samples", "0", iterations=4))
     assert message.startswith("training stopped: iteration 2: the rollout decoded non-finite images (2 of 2)")
     assert ckpt.trained_iterations(str(out / ckpt.CHECKPOINT_NAME)) == 2
     assert torch.isfinite(torch.cat([v.flatten() for v in ckpt.read_checkpoint(

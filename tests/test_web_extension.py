@@ -16,7 +16,7 @@ def test_web_chart_logic_passes_its_node_tests():
     result = subprocess.run([node, "--test", str(ROOT / "tests" / "web")], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "# fail 0" in result.stdout and "# pass 9" in result.stdout
+    assert "# fail 0" in result.stdout and "# pass 11" in result.stdout
 
 
 def test_web_extension_imports_only_the_documented_frontend_modules():

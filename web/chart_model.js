@@ -43,6 +43,34 @@ function parseStopped(stopped) {
   };
 }
 
+// The held-out drift monitor (training/monitor.py): its measure's values and the held-out reward at the iterations
+// it ran, and both before training (the base model). `detail.monitor` = {name, value_range, baseline: [reward,
+// monitor], points: [[iteration, held-out reward, monitor or null], ...]}; null when the run has no monitor.
+function parseMonitor(monitor) {
+  if (!monitor || typeof monitor !== "object") return null;
+  const finite = (v) => (Number.isFinite(v) ? v : null);
+  const points = (Array.isArray(monitor.points) ? monitor.points : [])
+    .filter((p) => Array.isArray(p) && p.length >= 3 && Number.isFinite(p[0]) && Number.isFinite(p[1]))
+    .map(([iteration, heldOut, value]) => ({ iteration, heldOut, value: finite(value) }));
+  const base = Array.isArray(monitor.baseline) ? monitor.baseline : [];
+  return {
+    name: String(monitor.name ?? ""),
+    range: parseRange(monitor.value_range),
+    baseline: { heldOut: finite(base[0]), value: finite(base[1]) },
+    points,
+  };
+}
+
+function serializeMonitor(monitor) {
+  if (!monitor) return null;
+  return {
+    name: monitor.name,
+    value_range: monitor.range,
+    baseline: [monitor.baseline.heldOut, monitor.baseline.value],
+    points: monitor.points.map((p) => [p.iteration, p.heldOut, p.value]),
+  };
+}
+
 // Keep one run per node: a new run (different name, or history that restarted) replaces the old points.
 // Events without a history (e.g. only a `stopped` report) keep the points they have.
 export function applyEvent(state, detail) {
@@ -55,6 +83,7 @@ export function applyEvent(state, detail) {
   const range = "value_range" in detail ? parseRange(detail.value_range) : state?.range ?? null;
   // a new history without a stop report is a running (or finished) run: an older stop message no longer applies
   const stopped = "stopped" in detail ? parseStopped(detail.stopped) : hasHistory ? null : state?.stopped ?? null;
+  const monitor = "monitor" in detail ? parseMonitor(detail.monitor) : hasHistory ? null : state?.monitor ?? null;
   return {
     run: detail.run ?? state?.run ?? "",
     reward: detail.reward ?? state?.reward ?? "",
@@ -62,6 +91,7 @@ export function applyEvent(state, detail) {
     points,
     range,
     stopped,
+    monitor,
   };
 }
 
@@ -74,6 +104,7 @@ export function serializeState(state) {
     history: (state?.points ?? []).map((p) => [p.iteration, p.mean, p.std]),
     value_range: state?.range ?? null,
     stopped: state?.stopped ?? null,
+    monitor: serializeMonitor(state?.monitor ?? null),
   };
 }
 
@@ -82,12 +113,36 @@ export function restoreState(stored) {
   return applyEvent(null, { ...stored, history: Array.isArray(stored.history) ? stored.history : [] });
 }
 
-// The y-span of the data (mean ± std), limited to the reward's known range.
+function heldOutValues(state) {
+  const monitor = state?.monitor;
+  if (!monitor) return [];
+  const values = monitor.points.map((p) => p.heldOut);
+  if (monitor.baseline.heldOut !== null) values.push(monitor.baseline.heldOut);
+  return values;
+}
+
+// The monitor's own y-axis (drawn on the right): its values and its baseline, inside its known range.
+export function monitorAxis(monitor) {
+  if (!monitor) return null;
+  const values = monitor.points.map((p) => p.value).filter((v) => v !== null);
+  if (!values.length) return null;
+  if (monitor.baseline.value !== null) values.push(monitor.baseline.value);
+  let lo = Math.min(...values);
+  let hi = Math.max(...values);
+  const range = monitor.range;
+  if (range?.[0] !== null && range?.[0] !== undefined) lo = Math.max(lo, range[0]);
+  if (range?.[1] !== null && range?.[1] !== undefined) hi = Math.min(hi, range[1]);
+  if (hi < lo) hi = lo;
+  return yAxis([lo, hi], range);
+}
+
+// The y-span of the data (mean ± std, and the held-out reward), limited to the reward's known range.
 export function dataSpan(state) {
   const points = state?.points ?? [];
   if (!points.length) return null;
-  let lo = Math.min(...points.map((p) => p.mean - p.std));
-  let hi = Math.max(...points.map((p) => p.mean + p.std));
+  const heldOut = heldOutValues(state);
+  let lo = Math.min(...points.map((p) => p.mean - p.std), ...heldOut);
+  let hi = Math.max(...points.map((p) => p.mean + p.std), ...heldOut);
   const range = state.range;
   if (range?.[0] !== null && range?.[0] !== undefined) lo = Math.max(lo, range[0]);
   if (range?.[1] !== null && range?.[1] !== undefined) hi = Math.min(hi, range[1]);
@@ -126,7 +181,8 @@ export function yAxis(span, range) {
 
 // Map the state to pixel geometry inside a width × height box with the given padding. `span` (optional) is the
 // y-span to use instead of this state's own, e.g. sharedSpan() over the charts shown side by side.
-export function layoutChart(state, width, height, pad = { left: 44, right: 10, top: 22, bottom: 22 }, span = null) {
+export function layoutChart(state, width, height, pad = null, span = null) {
+  pad ??= { left: 44, right: state?.monitor ? 48 : 10, top: 22, bottom: 22 };
   const points = state?.points ?? [];
   const plotW = Math.max(1, width - pad.left - pad.right);
   const plotH = Math.max(1, height - pad.top - pad.bottom);
@@ -138,8 +194,27 @@ export function layoutChart(state, width, height, pad = { left: 44, right: 10, t
   const x = (i) => pad.left + (i / xMax) * plotW;
   const clamp = (v) => Math.min(yHi, Math.max(yLo, v));
   const y = (v) => pad.top + (1 - (clamp(v) - yLo) / (yHi - yLo)) * plotH;
+  const monitor = state.monitor;
+  const mAxis = monitorAxis(monitor);
+  let monitorGeometry = null;
+  if (monitor) {
+    const y2 = mAxis
+      ? (v) => pad.top + (1 - (Math.min(mAxis.hi, Math.max(mAxis.lo, v)) - mAxis.lo) / (mAxis.hi - mAxis.lo)) * plotH
+      : null;
+    const valued = monitor.points.filter((p) => p.value !== null);
+    monitorGeometry = {
+      name: monitor.name,
+      heldOut: monitor.points.map((p) => [x(p.iteration), y(p.heldOut)]),
+      heldOutBaseline: monitor.baseline.heldOut === null ? null : y(monitor.baseline.heldOut),
+      line: y2 ? valued.map((p) => [x(p.iteration), y2(p.value)]) : [],
+      baseline: y2 && monitor.baseline.value !== null ? y2(monitor.baseline.value) : null,
+      ticks: mAxis ? mAxis.ticks.map((v) => ({ value: v, y: y2(v) })) : [],
+      range: mAxis ? [mAxis.lo, mAxis.hi] : null,
+    };
+  }
   return {
     empty: false,
+    monitor: monitorGeometry,
     line: points.map((p) => [x(p.iteration), y(p.mean)]),
     band: [...points.map((p) => [x(p.iteration), y(p.mean + p.std)]),
            ...points.slice().reverse().map((p) => [x(p.iteration), y(p.mean - p.std)])],
@@ -157,6 +232,19 @@ export function caption(state) {
   if (!points.length) return "waiting for the first iteration…";
   const last = points[points.length - 1];
   return `iteration ${last.iteration + 1}/${state.iterations}  reward ${last.mean.toFixed(4)} ± ${last.std.toFixed(4)}`;
+}
+
+// The second caption line when the run has a drift monitor: the held-out reward and the monitor, now and at the
+// start (the base model), so "the reward rose while the quality held" reads at a glance.
+export function monitorCaption(state) {
+  const monitor = state?.monitor;
+  if (!monitor) return "";
+  const last = monitor.points[monitor.points.length - 1];
+  const show = (v) => (v === null || v === undefined ? "–" : Number(v.toPrecision(4)).toString());
+  const base = monitor.baseline;
+  const parts = [`held-out reward ${show(last?.heldOut)} (base ${show(base.heldOut)})`];
+  if (monitor.name) parts.push(`${monitor.name} ${show(last?.value)} (base ${show(base.value)})`);
+  return parts.join("  ·  ");
 }
 
 // The text a stopped run shows on the node: what was saved and how to continue.

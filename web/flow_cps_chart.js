@@ -5,8 +5,8 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import {
-  CHART_EVENT, CHART_PROPERTY, TEXT_PROPERTY, applyEvent, caption, layoutChart, outputText, restoreState,
-  serializeState, sharedSpan, stoppedText,
+  CHART_EVENT, CHART_PROPERTY, TEXT_PROPERTY, applyEvent, caption, layoutChart, monitorCaption, outputText,
+  restoreState, serializeState, sharedSpan, stoppedText,
 } from "./chart_model.js";
 
 const TRAINER = "FlowCPS_GRPOTrainLoRA";
@@ -44,6 +44,9 @@ function draw(node) {
   node.flowCpsChart.geometry = geometry;
   canvas.dataset.points = String(state.points.length);
   canvas.dataset.yRange = geometry.empty ? "" : geometry.yRange.join(",");
+  canvas.dataset.monitorPoints = String(state.monitor?.points.length ?? 0);
+  canvas.dataset.monitorRange = geometry.monitor?.range ? geometry.monitor.range.join(",") : "";
+  canvas.dataset.monitorCaption = monitorCaption(state);
   if (geometry.empty) return;
   ctx.strokeStyle = "#333";
   ctx.fillStyle = "#999";
@@ -64,6 +67,39 @@ function draw(node) {
   ctx.beginPath();
   geometry.line.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
   ctx.stroke();
+  if (geometry.monitor) drawMonitor(ctx, geometry.monitor, state, width);
+}
+
+// The drift monitor: held-out reward as dots on the reward axis (dashed: the base model's), the monitor's measure
+// as an orange line on its own right-hand axis (dashed: the base model's), and a caption line at the bottom.
+function drawMonitor(ctx, monitor, state, width) {
+  const dashed = (y, colour) => {
+    ctx.save();
+    ctx.setLineDash([4, 4]);
+    ctx.strokeStyle = colour;
+    ctx.lineWidth = 1;
+    ctx.beginPath();
+    ctx.moveTo(44, y);
+    ctx.lineTo(width - 48, y);
+    ctx.stroke();
+    ctx.restore();
+  };
+  if (monitor.heldOutBaseline !== null) dashed(monitor.heldOutBaseline, "#9fd0ff");
+  ctx.fillStyle = "#e8f4ff";
+  for (const [x, y] of monitor.heldOut) {
+    ctx.beginPath();
+    ctx.arc(x, y, 2.5, 0, 2 * Math.PI);
+    ctx.fill();
+  }
+  if (monitor.baseline !== null) dashed(monitor.baseline, "#ffb347");
+  ctx.strokeStyle = "#ff9f1c";
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  monitor.line.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+  ctx.stroke();
+  ctx.fillStyle = "#ffb347";
+  for (const tick of monitor.ticks) ctx.fillText(Number(tick.value.toPrecision(3)).toString(), width - 44, tick.y + 4);
+  ctx.fillText(monitorCaption(state), 8, HEIGHT - 6);
 }
 
 // Record a change of node.properties in the workflow (so the workflow persistence and tab switches keep it).

@@ -1,7 +1,8 @@
 """Browser checks: headless Chromium loads the ComfyUI frontend with the pack and drives it like a user.
 
 - the toy GRPO workflow, opened from Templates → flow-cps, runs and the trainer node's chart fills from the
-  websocket events; its y-axis stays inside the digit reward's [0, 1]; the trainer and Save LoRA nodes show their
+  websocket events, the drift monitor beside the reward; its y-axis stays inside the reward's range; the trainer
+  and Save LoRA nodes show their
   text; after a page reload and after a workflow-tab switch the chart and the texts are still there;
 - Score Images, Residual Noise Estimate and the DenseGRPO calibration show their text on the node;
 - Cancel (POST /interrupt) mid-run: the trainer node shows what was saved (files that exist) and how to resume;
@@ -123,7 +124,11 @@ def chart(page) -> dict:
         const c = node.flowCpsChart;
         return {{points: c.state.points.map(p => p.mean), yRange: c.geometry?.yRange ?? null,
                  stopped: c.state.stopped, range: c.state.range, drawn: Number(c.canvas.dataset.points ?? -1),
-                 connected: c.canvas.isConnected, width: c.canvas.clientWidth}};
+                 connected: c.canvas.isConnected, width: c.canvas.clientWidth,
+                 monitor: c.state.monitor ? c.state.monitor.points.map(p => [p.heldOut, p.value]) : null,
+                 monitorDrawn: Number(c.canvas.dataset.monitorPoints ?? -1),
+                 monitorRange: c.geometry?.monitor?.range ?? null,
+                 monitorCaption: c.canvas.dataset.monitorCaption ?? ""}};
     }}""")
 
 
@@ -208,9 +213,13 @@ def test_trainer_chart_fills_stays_in_range_and_survives_reload_and_tab_switch(c
         assert len(before["points"]) == iterations and before["drawn"] == iterations
         if screenshot_dir:
             assert sum(before["points"][-5:]) / 5 > sum(before["points"][:5]) / 5
-        # the digit reward is a probability: the axis never leaves [0, 1]
-        assert before["range"] == [0, 1]
-        assert 0 <= before["yRange"][0] < before["yRange"][1] <= 1, before["yRange"]
+        # the drift monitor is drawn beside the reward, on its own axis inside the haze's range [-1, 0]
+        assert before["monitor"] and before["monitorDrawn"] == len(before["monitor"]) >= 1, before
+        assert -1 <= before["monitorRange"][0] < before["monitorRange"][1] <= 0, before["monitorRange"]
+        assert "held-out reward" in before["monitorCaption"] and "paper_haze" in before["monitorCaption"]
+        # the bold-digit reward is a probability × a width: the axis never goes below 0
+        assert before["range"] == [0, None]
+        assert 0 <= before["yRange"][0] < before["yRange"][1], before["yRange"]
         (saved,), = [t[:1] for t in node_text(page, "FlowCPS_SaveLoRA")]
         path = saved.removeprefix("saved ").strip()
         assert os.path.isfile(path) and os.path.dirname(path).startswith(os.path.join(comfy.output_dir, "loras"))
@@ -222,6 +231,7 @@ def test_trainer_chart_fills_stays_in_range_and_survives_reload_and_tab_switch(c
         after = chart(page)
         assert after["points"] == before["points"] and after["drawn"] == iterations, after
         assert after["yRange"] == before["yRange"]
+        assert after["monitor"] == before["monitor"] and after["monitorCaption"] == before["monitorCaption"]
         assert node_text(page, "FlowCPS_SaveLoRA")[0][1] == saved
         assert "saved in " in node_text(page, TRAINER)[0][1]
 
@@ -357,7 +367,8 @@ def test_vue_node_mode_shows_the_chart_and_keeps_it_over_a_reload(comfy):
         wait_text(page, TRAINER, "saved in ")
         before = chart(page)
         assert before["connected"] and before["width"] > 100 and before["drawn"] == 6, before
-        assert 0 <= before["yRange"][0] < before["yRange"][1] <= 1
+        assert 0 <= before["yRange"][0] < before["yRange"][1]
+        assert before["monitorDrawn"] == len(before["monitor"]) >= 1, before
         wait_idle(page, comfy)
         reload_app(page, comfy)
         page.wait_for_timeout(1500)

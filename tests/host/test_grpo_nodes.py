@@ -12,15 +12,15 @@ from test_sampler_nodes import run_images, toy_graph
 def grpo_graph(run_name, iterations=12, resume_from="", checkpoint_every=2, seed=0, save=True):
     graph = {
         "1": {"class_type": "FlowCPS_ToyDigitModel", "inputs": {}},
-        "2": {"class_type": "FlowCPS_RewardDigit", "inputs": {}},
+        "2": {"class_type": "FlowCPS_RewardBoldDigit", "inputs": {}},  # the main toy task
         "3": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}},
         "4": {"class_type": "FlowCPS_GRPOTrainLoRA", "inputs": {
             "model": ["1", 0], "vae": ["1", 1], "reward": ["2", 0], "latent": ["3", 0],
             "prompts": "a handwritten 5\na handwritten 1\na handwritten 8\na handwritten 7", "negative": "",
             "cfg": 1.0, "rule": "cps", "eta": 0.8, "steps": 4, "scheduler": "normal", "sde_start_step": 0,
             "sde_end_step": 100, "group_size": 8, "prompts_per_iteration": 4, "iterations": iterations,
-            "lora_rank": 8, "lora_alpha": 8.0, "lora_targets": "*attn.qkv, *attn.proj, *mlp.fc1, *mlp.fc2",
-            "learning_rate": 1e-3, "beta": 0.0, "clip_range": 1e-2, "log_prob_kind": "gaussian",
+            "lora_rank": 8, "lora_alpha": 16.0, "lora_targets": "*attn.qkv, *attn.proj, *mlp.fc1, *mlp.fc2",
+            "learning_rate": 1e-3, "beta": 0.1, "clip_range": 1e-2, "log_prob_kind": "gaussian",
             "dense_rewards": False, "seed": seed, "checkpoint_every": checkpoint_every, "run_name": run_name,
             "resume_from": resume_from, "sample_batch_size": 32, "train_batch_size": 32,
             "gradient_checkpointing": "auto", "train_dtype": "float32"}},
@@ -55,9 +55,22 @@ def test_grpo_on_the_toy_model_raises_the_reward_and_streams_the_chart(comfy):
     assert json.loads(first)["lora_preset"] == "custom"
     info = json.loads(first)  # the drift monitor ran with the toy's default measure on the EMA of the LoRA
     assert info["monitor"] == "paper_haze" and info["ema_decay"] == 0.9 and info["monitor_samples"] == 4
-    assert -0.01 < info["monitor_baseline"]["monitor"] <= 0.0 and 0 < info["monitor_baseline"]["held_out_reward"] <= 1
-    assert all(h["monitor"] <= 0.0 and 0 <= h["held_out_reward"] <= 1 for h in info["history"])
+    assert -0.01 < info["monitor_baseline"]["monitor"] <= 0.0 and 0 < info["monitor_baseline"]["held_out_reward"]
+    assert all(h["monitor"] <= 0.0 and 0 <= h["held_out_reward"] for h in info["history"])
+    assert all(h["kl"] is not None and h["kl"] >= 0 for h in info["history"])  # β 0.1: the KL is on
+    # steps 4 on the normal schedule end 0.334 → 0.001 → 0: the step into 0.001 (std ≈ 0.001) is not trained
+    assert all(h["trained_steps"] == [0, 1] for h in info["history"])
     assert "held-out reward" in entry["outputs"]["4"]["text"][0] and "paper_haze" in entry["outputs"]["4"]["text"][0]
+    # the live chart draws the monitor: every event carries its series so far, the last one all of it
+    monitored = [[h["iteration"], h["held_out_reward"], h["monitor"]] for h in info["history"]
+                 if h.get("held_out_reward") is not None]
+    assert monitored and events[-1]["monitor"]["points"] == monitored
+    assert events[-1]["monitor"]["name"] == "paper_haze" and events[-1]["monitor"]["value_range"] == [-1.0, 0.0]
+    assert events[-1]["reward"] == "bold_digit" and events[-1]["value_range"] == [0.0, None]
+    assert events[-1]["monitor"]["baseline"] == [info["monitor_baseline"]["held_out_reward"],
+                                                 info["monitor_baseline"]["monitor"]]
+    assert [len(e["monitor"]["points"]) for e in events] == sorted(len(e["monitor"]["points"]) for e in events)
+    assert entry["outputs"]["4"]["flow_cps_chart"][0]["monitor"] == events[-1]["monitor"]
     entry, messages = comfy.run(grpo_graph("host_rise", iterations=2, save=False), timeout=600)
     assert entry["status"]["status_str"] == "success", comfy.execution_error(messages)
     assert open(os.path.join(run_folder, "metrics.json")).read() == first

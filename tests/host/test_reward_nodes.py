@@ -12,7 +12,7 @@ from test_sampler_nodes import toy_graph
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/clip_fixtures.py
 from clip_fixtures import make_tiny_reward_models  # noqa: E402
 
-REWARD_NODES = ["FlowCPS_RewardDigit", "FlowCPS_RewardWeightFree", "FlowCPS_RewardOCR", "FlowCPS_RewardCLIP",
+REWARD_NODES = ["FlowCPS_RewardDigit", "FlowCPS_RewardBoldDigit", "FlowCPS_RewardWeightFree", "FlowCPS_RewardOCR", "FlowCPS_RewardCLIP",
                 "FlowCPS_RewardCombine", "FlowCPS_ScoreImages"]
 
 
@@ -29,6 +29,17 @@ def test_reward_nodes_are_listed(comfy):
     for node in REWARD_NODES:
         assert node in info and info[node]["description"], node
     assert info["FlowCPS_RewardDigit"]["output"] == ["REWARD"]
+
+
+def test_bold_digit_reward_is_the_probability_times_the_stroke_width_of_decoded_toy_images(comfy):
+    entry, messages = comfy.run(score_graph({"class_type": "FlowCPS_RewardBoldDigit", "inputs": {}}), timeout=240)
+    assert entry["status"]["status_str"] == "success", (comfy.execution_error(messages), comfy.log_tail())
+    for line in entry["outputs"]["21"]["text"][0].splitlines():
+        fields = dict(part.split("=") for part in line.split() if "=" in part)
+        score, probability, width = float(line.split()[2]), float(fields["probability"]), float(fields["width"])
+        # measured at the latent's native 16 × 16, though the VAE decodes 8× larger: a thin toy stroke, 0.5–3 px
+        assert 0.5 < width < 3 and 0 <= probability <= 1, line
+        assert score == pytest.approx(probability * width, rel=2e-3, abs=1e-4), line
 
 
 def test_score_node_runs_the_digit_reward_on_toy_images(comfy):

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import test from "node:test";
 
 import {
-  applyEvent, caption, layoutChart, niceTicks, outputText, restoreState, serializeState, sharedSpan, stoppedText,
+  applyEvent, caption, layoutChart, monitorCaption, niceTicks, outputText, restoreState, serializeState, sharedSpan,
+  stoppedText,
 } from "../../web/chart_model.js";
 
 test("niceTicks covers the range with 1/2/5 steps", () => {
@@ -117,4 +118,41 @@ test("outputText reads ui.PreviewText / {text: [...]} outputs", () => {
   assert.equal(outputText({ text: "saved /x" }), "saved /x");
   assert.equal(outputText({ images: [] }), null);
   assert.equal(outputText(undefined), null);
+});
+
+test("the drift monitor is drawn beside the reward: held-out dots on the reward axis, the monitor on its own", () => {
+  const monitor = { name: "paper_haze", value_range: [-1, 0], baseline: [0.9, -0.002],
+                    points: [[4, 0.95, -0.002], [9, 1.0, -0.010], [9.5, "x", 1]] };
+  const state = applyEvent(null, { run: "r", iterations: 10, value_range: [0, 1], monitor,
+                                   history: [[0, 0.8, 0.05], [4, 0.9, 0.05], [9, 0.95, 0.02]] });
+  assert.equal(state.monitor.points.length, 2, "malformed monitor points are dropped");
+  const g = layoutChart(state, 300, 200);
+  // the reward axis covers the held-out reward (1.0 sits above every rollout mean + std)
+  assert.ok(g.yRange[1] >= 1.0 && g.yRange[0] <= 0.75);
+  assert.equal(g.monitor.heldOut.length, 2);
+  assert.ok(g.monitor.heldOut[1][1] < g.monitor.heldOut[0][1], "the higher held-out reward is drawn higher");
+  assert.ok(Math.abs(g.monitor.heldOut[1][1] - g.yTicks.find((t) => t.value === 1).y) < 1e-9);
+  // the monitor gets its own axis, inside its range, with the base model's value as a reference line
+  const [lo, hi] = g.monitor.range;
+  assert.ok(lo <= -0.010 && hi <= 0 && hi >= -0.002, `monitor axis ${lo}..${hi}`);
+  assert.equal(g.monitor.line.length, 2);
+  assert.ok(g.monitor.line[1][1] > g.monitor.line[0][1], "the hazier (lower) monitor value is drawn lower");
+  assert.ok(Math.abs(g.monitor.baseline - g.monitor.line[0][1]) < 1e-9, "iteration 4 equals the base model");
+  assert.equal(g.monitor.line[0][0], g.line[1][0], "monitor points sit at their iterations");
+  assert.match(monitorCaption(state), /held-out reward 1 \(base 0\.9\)  ·  paper_haze -0\.01 \(base -0\.002\)/);
+  // kept through node.properties, kept by a stop report, gone with a new run without a monitor
+  assert.deepEqual(restoreState(JSON.parse(JSON.stringify(serializeState(state)))), state);
+  assert.equal(applyEvent(state, { stopped: { reason: "cancelled", iteration: 9 } }).monitor.points.length, 2);
+  assert.equal(applyEvent(state, { history: [[0, 0.5, 0]] }).monitor, null);
+  assert.equal(monitorCaption(applyEvent(null, { history: [[0, 0.5, 0]] })), "");
+});
+
+test("a run without a monitor value (no monitor reward) still shows the held-out reward", () => {
+  const state = applyEvent(null, { iterations: 3, history: [[0, 0.5, 0.1]],
+                                   monitor: { name: null, baseline: [0.4, null], points: [[0, 0.6, null]] } });
+  const g = layoutChart(state, 300, 200);
+  assert.equal(g.monitor.heldOut.length, 1);
+  assert.deepEqual(g.monitor.line, []);
+  assert.equal(g.monitor.range, null);
+  assert.equal(monitorCaption(state), "held-out reward 0.6 (base 0.4)");
 });
