@@ -175,11 +175,14 @@ def chart_history(trainer: GRPOTrainer) -> list:
 
 def chart_monitor(trainer: GRPOTrainer, name: Optional[str], value_range: Optional[list]) -> Optional[dict]:
     """The drift monitor's series for the live chart: the base model's held-out scores and each monitored
-    iteration's [iteration, held-out reward, monitor]; None when the run has no monitor."""
+    iteration's [iteration, held-out reward, monitor]; None when the run has no monitor. A monitor that declares a
+    ``noticeable_change`` gets an axis at least that far either side of the base model's value, so a change
+    nobody could see does not fill the chart."""
     if trainer.config.monitor_samples < 1:
         return None
     base = trainer.monitor_baseline or {}
-    return {"name": name, "value_range": value_range,
+    noticeable = getattr(trainer.monitor_fn, "noticeable_change", None)
+    return {"name": name, "value_range": value_range, "noticeable_change": noticeable,
             "baseline": [base.get("held_out_reward"), base.get("monitor")],
             "points": [[h["iteration"], h["held_out_reward"], h.get("monitor")] for h in trainer.history
                        if h.get("held_out_reward") is not None]}

@@ -56,6 +56,8 @@ function parseMonitor(monitor) {
   return {
     name: String(monitor.name ?? ""),
     range: parseRange(monitor.value_range),
+    noticeable: Number.isFinite(monitor.noticeable_change) && monitor.noticeable_change > 0
+      ? monitor.noticeable_change : null,
     baseline: { heldOut: finite(base[0]), value: finite(base[1]) },
     points,
   };
@@ -66,6 +68,7 @@ function serializeMonitor(monitor) {
   return {
     name: monitor.name,
     value_range: monitor.range,
+    noticeable_change: monitor.noticeable,
     baseline: [monitor.baseline.heldOut, monitor.baseline.value],
     points: monitor.points.map((p) => [p.iteration, p.heldOut, p.value]),
   };
@@ -126,7 +129,11 @@ export function monitorAxis(monitor) {
   if (!monitor) return null;
   const values = monitor.points.map((p) => p.value).filter((v) => v !== null);
   if (!values.length) return null;
-  if (monitor.baseline.value !== null) values.push(monitor.baseline.value);
+  const base = monitor.baseline.value;
+  if (base !== null) values.push(base);
+  // a monitor's noticeable change (e.g. 2 % grey for paper_haze): the axis spans at least that much either side of
+  // the base model, so a flat monitor looks flat rather than being stretched over the whole chart
+  if (base !== null && monitor.noticeable) values.push(base - monitor.noticeable, base + monitor.noticeable);
   let lo = Math.min(...values);
   let hi = Math.max(...values);
   const range = monitor.range;

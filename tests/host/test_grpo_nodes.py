@@ -66,6 +66,7 @@ def test_grpo_on_the_toy_model_raises_the_reward_and_streams_the_chart(comfy):
                  if h.get("held_out_reward") is not None]
     assert monitored and events[-1]["monitor"]["points"] == monitored
     assert events[-1]["monitor"]["name"] == "paper_haze" and events[-1]["monitor"]["value_range"] == [-1.0, 0.0]
+    assert events[-1]["monitor"]["noticeable_change"] == 0.02
     assert events[-1]["reward"] == "bold_digit" and events[-1]["value_range"] == [0.0, None]
     assert events[-1]["monitor"]["baseline"] == [info["monitor_baseline"]["held_out_reward"],
                                                  info["monitor_baseline"]["monitor"]]

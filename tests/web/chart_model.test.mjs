@@ -145,6 +145,14 @@ test("the drift monitor is drawn beside the reward: held-out dots on the reward 
   assert.equal(applyEvent(state, { stopped: { reason: "cancelled", iteration: 9 } }).monitor.points.length, 2);
   assert.equal(applyEvent(state, { history: [[0, 0.5, 0]] }).monitor, null);
   assert.equal(monitorCaption(applyEvent(null, { history: [[0, 0.5, 0]] })), "");
+  // a declared noticeable change widens the monitor's axis around the base value (clipped to its range)
+  const noticed = applyEvent(state, { monitor: { ...monitor, noticeable_change: 0.02 } });
+  const [nlo, nhi] = layoutChart(noticed, 300, 200).monitor.range;
+  assert.ok(nlo <= -0.022 && nhi === 0, `noticeable axis ${nlo}..${nhi}`);
+  const tiny = layoutChart(noticed, 300, 200).monitor.line;
+  assert.ok(Math.abs(tiny[1][1] - tiny[0][1]) < Math.abs(g.monitor.line[1][1] - g.monitor.line[0][1]) / 2,
+            "the same 0.008 change is drawn smaller on the wider axis");
+  assert.deepEqual(restoreState(JSON.parse(JSON.stringify(serializeState(noticed)))), noticed);
 });
 
 test("a run without a monitor value (no monitor reward) still shows the held-out reward", () => {

@@ -99,6 +99,7 @@ class Reward:
     # True: may score in a worker thread while the sampler samples (it uses nothing the sampling thread uses)
     thread_safe = False
     value_range = None  # (low, high) the reward can take when known, None = unbounded side (e.g. charts' y-axis)
+    noticeable_change = None  # the smallest change that matters (the live chart draws a monitor at least ± this)
 
     def models(self) -> List[torch.nn.Module]:
         """The torch modules this reward computes with, for a host to place on a device (see managed.py). A reward

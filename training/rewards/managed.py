@@ -25,6 +25,7 @@ class ManagedReward(Reward):
         self.reward, self.place = reward, place
         self.name = reward_name(reward)
         self.value_range = getattr(reward, "value_range", None)
+        self.noticeable_change = getattr(reward, "noticeable_change", None)
 
     def evaluate(self, images: torch.Tensor, prompts: Sequence[str]) -> RewardResult:
         device = self.place()

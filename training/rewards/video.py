@@ -52,6 +52,7 @@ class FrameReward(Reward):
         self.reward, self.reduction = reward, reduction
         self.name = f"{reward_name(reward)} ({reduction} over frames)"
         self.value_range = getattr(reward, "value_range", None)  # every reduction stays inside the frames' range
+        self.noticeable_change = getattr(reward, "noticeable_change", None)
 
     @property
     def thread_safe(self) -> bool:

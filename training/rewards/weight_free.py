@@ -135,6 +135,7 @@ class PaperHaze(WeightFreeReward):
 
     name = "paper_haze"
     value_range = (-1.0, 0.0)
+    noticeable_change = 0.02  # ≈ 2 % grey on white paper starts to show; the live chart's monitor axis spans ± this
 
     def compute(self, images, prompts):
         haze = paper_haze(images)
