@@ -25,6 +25,7 @@ from ..training.toy_model import ToyDiT
 from ..training.toy_prompts import encode_prompts as toy_encode
 from ..training.trainer import GRPOTrainer, reward_curve
 from .comfy_sampling import require_flow_model
+from . import headless
 from .lora_presets import resolve_targets
 from .reward_placement import managed_by_comfy
 from .grpo_host import HostLoRA, HostRun, PromptConds, train_grpo_in_comfy, trainable_clone
@@ -102,6 +103,11 @@ def save_lora_file(lora_sd: dict, path: str, metadata: Optional[dict] = None) ->
     return atomic_write(path, lambda temporary: save_file(tensors, temporary, metadata=metadata))
 
 
+def _write_json(value, path: str) -> None:
+    with open(path, "w") as handle:
+        json.dump(value, handle, indent=1, default=str)
+
+
 def _preview(images: torch.Tensor, max_images: int = 8):
     from PIL import Image
     if images.dim() == 5:  # videos [B, T, H, W, C]: their middle frames
@@ -133,6 +139,8 @@ def save_stopped_run(trainer: GRPOTrainer, run_folder: str, checkpoint: str, run
     trained no iteration, or whose LoRA went non-finite, writes nothing (so 'latest' never picks it; the last good
     checkpoint stays). Returns the saved files ([] = nothing saved). Never raises: the original error is what the
     user needs to see."""
+    if not headless.writes_files():
+        return []  # rank 0 of a headless run saves it
     try:
         skipped = trainer.save_stopped(checkpoint)
         if skipped is not None:
@@ -232,7 +240,9 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
     preset, targets = resolve_targets(lora_targets, model.model.diffusion_model)
     config.lora_targets = targets
     resume = resolve_resume(resume_from, run_name)
-    run_folder = os.path.dirname(resume) if resume else new_run_folder(run_name)  # resuming continues in place
+    headless_run = headless.current()  # the command line chose the folder, the same on every rank
+    run_folder = (headless_run.run_folder if headless_run is not None else
+                  os.path.dirname(resume) if resume else new_run_folder(run_name))  # resuming continues in place
     if not run_folders.is_run_folder(run_folder, folder_paths.get_output_directory()):  # resolve_resume ensures it
         raise RuntimeError(f"flow-cps: refusing to write a run outside output/flow_cps_grpo/ ({run_folder})")
     checkpoint = os.path.join(run_folder, CHECKPOINT_NAME)
@@ -277,6 +287,7 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
                 raise
             run_info["iterations"] = trainer.iteration
             run_info["history"] = trainer.history
+            run_info["world_size"] = trainer.world.size  # processes that shared each iteration's samples
             chart.update(chart_payload(None, run_name, trainer, run_info))
 
         trainers, chart = [], {}
@@ -291,12 +302,17 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
         if trainers[-1].monitor_baseline is not None:
             run_info["monitor_baseline"] = dict(trainers[-1].monitor_baseline)
 
-    save_lora_file(lora_sd, os.path.join(run_folder, "lora_final.safetensors"), lora_metadata(run_info))
-    with open(os.path.join(run_folder, "metrics.json"), "w") as handle:
-        json.dump(run_info, handle, indent=1, default=str)
-    trained, _ = comfy.sd.load_lora_for_models(model, None, lora_sd, 1.0, 0)
     curve = reward_curve(run_info["history"], f"GRPO reward ({config.rule}, {run_info['reward']})",
                          run_info["value_range"])
+    if headless.writes_files():
+        save_lora_file(lora_sd, os.path.join(run_folder, "lora_final.safetensors"), lora_metadata(run_info))
+        atomic_write(os.path.join(run_folder, "metrics.json"),
+                     lambda temporary: _write_json(run_info, temporary))
+        if headless_run is not None:  # the command line has no reward-curve output to show it on
+            from PIL import Image
+            atomic_write(os.path.join(run_folder, "reward_curve.png"), lambda temporary: Image.fromarray(
+                (curve[0] * 255).round().byte().numpy()).save(temporary, format="PNG"))
+    trained, _ = comfy.sd.load_lora_for_models(model, None, lora_sd, 1.0, 0)
     chart.pop("node", None)
     return GRPORunResult(trained, lora_sd, curve, run_info, chart)
 

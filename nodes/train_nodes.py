@@ -15,6 +15,7 @@ from ..training.calibration import SIGMA_RULES
 from ..training.grpo_config import GRPOConfig
 from ..training.latent_shape import rollout_latent_shape
 from ..training.toy_model import PIXELS_PER_LATENT
+from . import headless
 from .lora_presets import AUTO, PRESETS
 from .grpo_run import (calibrate_exploration_in_comfy, is_toy_model, lora_metadata, save_lora_file,
                        train_lora_grpo)
@@ -37,6 +38,10 @@ def eta_input(rules, default, what="Noise amount η of the rule"):
 
 
 def _send_event(event: str, data: dict) -> None:
+    run = headless.current()
+    if run is not None:  # the command-line trainer: its own progress lines
+        run.send_event(event, data)
+        return
     from server import PromptServer
     server = PromptServer.instance
     server.send_sync(event, data, server.client_id)

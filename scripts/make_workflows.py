@@ -153,7 +153,7 @@ LORA_TARGETS = "*attn.qkv, *attn.proj, *mlp.fc1, *mlp.fc2"
 
 def trainer_widgets(prompts=TOY_PROMPTS, negative="", cfg=1.0, rule="cps", eta=0.8, steps=4, scheduler="normal",
                     group_size=8, prompts_per_iteration=4, iterations=30, rank=8, alpha=8.0, targets=LORA_TARGETS,
-                    lr=1e-3, beta=0.0, clip_range=1e-2, seed=0, checkpoint_every=5, run_name="grpo_toy_cps",
+                    lr=1e-3, beta=0.1, clip_range=1e-2, seed=0, checkpoint_every=5, run_name="grpo_toy_cps",
                     sample_batch_size=32, train_batch_size=32, gradient_checkpointing="auto", train_dtype="float32"):
     return [prompts, negative, cfg, rule, eta, steps, scheduler, 0, 100, group_size, prompts_per_iteration,
             iterations, rank, alpha, targets, lr, beta, clip_range, "gaussian", False, seed, "fixed",
@@ -217,13 +217,14 @@ def grpo_cps_vs_flow_sde_toy():
     w = Workflow()
     left = w.column(20, 340)
     model = left.node("FlowCPS_ToyDigitModel", 60, outputs=[("MODEL", "MODEL"), ("VAE", "VAE")])
-    reward = left.node("FlowCPS_RewardDigit", 40, outputs=[("reward", "REWARD")])
+    reward = left.node("FlowCPS_RewardBoldDigit", 40, outputs=[("reward", "REWARD")])
     latent = left.node("EmptyLatentImage", 110, widgets=[128, 128, 1], outputs=[("LATENT", "LATENT")])
     x, infos = left.right, []
     for rule, eta in (("cps", 0.8), ("flow_sde", 0.7)):
         col = w.column(x, 420)
         trainer = col.node("FlowCPS_GRPOTrainLoRA", TRAINER_H,
-                           widgets=trainer_widgets(rule=rule, eta=eta, run_name=f"grpo_toy_{rule}"),
+                           widgets=trainer_widgets(rule=rule, eta=eta, **{**TOY_BOLD,
+                                                                          "run_name": f"grpo_toy_bold_{rule}"}),
                            inputs=[("model", "MODEL", (model, 0)), ("vae", "VAE", (model, 1)),
                                    ("reward", "REWARD", (reward, 0)), ("latent", "LATENT", (latent, 0))],
                            outputs=TRAINER_OUTPUTS, title=f"GRPO with {rule}")

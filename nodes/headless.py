@@ -1,0 +1,219 @@
+"""Headless GRPO: the trainer node's own code path, run from the command line (scripts/train_comfy.py), one process
+per GPU under torchrun.
+
+ComfyUI is imported as a library; the workflow (exported in API format, or built from the command line's flags) is
+run by ComfyUI's own executor, so its loaders, model patches and conditioning nodes load and encode exactly as in the
+browser. Only the trainer node's output side changes: while a :class:`HeadlessRun` is active, the run writes into a
+folder the command line chose (the same on every rank), only rank 0 writes files, and chart events go to the command
+line (one progress line per iteration on rank 0) instead of the browser.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, List, Optional
+
+log = logging.getLogger("flow_cps")
+
+TRAINER = "FlowCPS_GRPOTrainLoRA"
+# loader inputs that name a model file, and the ComfyUI model folder each is looked up in
+MODEL_FILE_INPUTS = {
+    "CheckpointLoaderSimple": {"ckpt_name": "checkpoints"},
+    "UNETLoader": {"unet_name": "diffusion_models"},
+    "VAELoader": {"vae_name": "vae"},
+    "CLIPLoader": {"clip_name": "text_encoders"},
+    "DualCLIPLoader": {"clip_name1": "text_encoders", "clip_name2": "text_encoders"},
+    "TripleCLIPLoader": {"clip_name1": "text_encoders", "clip_name2": "text_encoders",
+                         "clip_name3": "text_encoders"},
+    "LoraLoaderModelOnly": {"lora_name": "loras"},
+    "LoraLoader": {"lora_name": "loras"},
+}
+
+
+@dataclass
+class HeadlessRun:
+    run_folder: str  # absolute, inside <output>/flow_cps_grpo/; the same on every rank
+    rank: int
+    world_size: int
+    send_event: Callable[[str, dict], None]
+
+    @property
+    def writes(self) -> bool:
+        return self.rank == 0
+
+
+_ACTIVE: List[HeadlessRun] = []
+
+
+@contextlib.contextmanager
+def headless_run(run: HeadlessRun) -> Iterator[HeadlessRun]:
+    _ACTIVE.append(run)
+    try:
+        yield run
+    finally:
+        _ACTIVE.remove(run)
+
+
+def current() -> Optional[HeadlessRun]:
+    return _ACTIVE[-1] if _ACTIVE else None
+
+
+def writes_files() -> bool:
+    """False on the ranks > 0 of a headless run: rank 0 alone writes checkpoints, LoRAs and metrics."""
+    run = current()
+    return run is None or run.writes
+
+
+# ----- the API-format graph -------------------------------------------------------------------------------------------
+class WorkflowError(ValueError):
+    """A workflow the command-line trainer cannot run (it says what to change)."""
+
+
+def check_api_workflow(graph) -> Dict[str, dict]:
+    """The graph of an API-format export ({id: {class_type, inputs}}); a UI-format file gets the export hint."""
+    if isinstance(graph, dict) and "nodes" in graph and "links" in graph:
+        raise WorkflowError("this is a workflow in the UI format (what Save writes); the trainer needs the API "
+                            "format: in ComfyUI use Workflow → Export (API) and pass that file")
+    if not isinstance(graph, dict) or not graph or not all(
+            isinstance(node, dict) and "class_type" in node for node in graph.values()):
+        raise WorkflowError("not an API-format workflow: expected {node id: {class_type, inputs}} (ComfyUI: "
+                            "Workflow → Export (API))")
+    return graph
+
+
+def find_trainer(graph: Dict[str, dict], node_id: Optional[str] = None) -> str:
+    trainers = [k for k, node in graph.items() if node["class_type"] == TRAINER]
+    if node_id is not None:
+        if node_id not in trainers:
+            raise WorkflowError(f"node {node_id!r} is not a 'GRPO Train LoRA (flow)' node; the workflow's trainer "
+                                f"nodes are {trainers or 'none'}")
+        return node_id
+    if len(trainers) != 1:
+        raise WorkflowError(f"the workflow has {len(trainers)} 'GRPO Train LoRA (flow)' nodes "
+                            f"({', '.join(trainers) or 'none'}); " + ("pick one with --node ID" if trainers else
+                                                                     "add one, or build the run from flags"))
+    return trainers[0]
+
+
+def upstream(graph: Dict[str, dict], node_id: str) -> Dict[str, dict]:
+    """The node and every node it depends on (what the trainer needs): the rest (previews, Save LoRA, samplers
+    after training) is dropped, since only rank 0 may write and the run itself saves the LoRA."""
+    keep, todo = {}, [node_id]
+    while todo:
+        current_id = todo.pop()
+        if current_id in keep:
+            continue
+        if current_id not in graph:
+            raise WorkflowError(f"the workflow links to node {current_id!r}, which it does not contain")
+        keep[current_id] = graph[current_id]
+        for value in graph[current_id].get("inputs", {}).values():
+            if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+                todo.append(value[0])
+    return {k: graph[k] for k in graph if k in keep}
+
+
+def model_files(graph: Dict[str, dict]) -> List[tuple]:
+    """(node id, input, model folder kind, value) of every loader input naming a model file."""
+    found = []
+    for node_id, node in graph.items():
+        for name, kind in MODEL_FILE_INPUTS.get(node["class_type"], {}).items():
+            value = node.get("inputs", {}).get(name)
+            if isinstance(value, str):
+                found.append((node_id, name, kind, value))
+    return found
+
+
+def resolve_model_files(graph: Dict[str, dict], folder_paths) -> List[str]:
+    """Make every model file a loader names loadable: a path (absolute, or relative to the working folder) gets its
+    folder added to that model kind and is replaced by its file name; a name must exist in ComfyUI's model folders.
+    Returns the problems (empty = all found), each saying what to do."""
+    problems = []
+    for node_id, name, kind, value in model_files(graph):
+        if os.path.isfile(value):
+            folder_paths.add_model_folder_path(kind, os.path.dirname(os.path.abspath(value)))
+            graph[node_id]["inputs"][name] = os.path.basename(value)
+        elif folder_paths.get_full_path(kind, value) is None:
+            where = ", ".join(folder_paths.get_folder_paths(kind)) or "(no folder)"
+            problems.append(f"{graph[node_id]['class_type']} (node {node_id}) {name} = {value!r}: no such file in "
+                            f"ComfyUI's '{kind}' folders ({where}) nor as a path; give an existing file name or path")
+    return problems
+
+
+def input_defaults(node_class) -> Dict[str, object]:
+    """Every required input's default (a combo's first option) from the node's INPUT_TYPES."""
+    defaults = {}
+    for name, spec in node_class.INPUT_TYPES().get("required", {}).items():
+        kind, options = spec[0], spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+        if "default" in options:
+            defaults[name] = options["default"]
+        elif isinstance(kind, (list, tuple)) and kind:
+            defaults[name] = kind[0]
+        elif isinstance(options.get("options"), (list, tuple)) and options["options"]:
+            defaults[name] = options["options"][0]
+    return defaults
+
+
+# ----- running it -----------------------------------------------------------------------------------------------------
+class _Server:
+    """What ComfyUI's executor talks to instead of the web server: it keeps the execution error and passes chart
+    events on."""
+
+    def __init__(self):
+        self.client_id = "flow_cps_headless"
+        self.last_node_id = None
+        self.error: Optional[dict] = None
+
+    def send_sync(self, event, data, sid=None):
+        if event == "execution_error":
+            self.error = data
+        elif event == "executing" and isinstance(data, dict):
+            self.last_node_id = data.get("node")
+
+    def queue_updated(self):
+        pass
+
+
+class HeadlessFailure(RuntimeError):
+    pass
+
+
+def run_workflow(graph: Dict[str, dict], trainer_id: str, run: HeadlessRun) -> None:
+    """Run the trainer node (and what feeds it) with ComfyUI's executor while ``run`` is active."""
+    import inspect
+
+    import execution
+
+    server = _Server()
+    if "cache_args" in inspect.signature(execution.PromptExecutor).parameters:  # newer hosts need its keys
+        executor = execution.PromptExecutor(server, cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
+    else:
+        executor = execution.PromptExecutor(server)
+    with headless_run(run):
+        executor.execute(graph, "flow_cps_headless", {"client_id": server.client_id}, [trainer_id])
+    if server.error is not None or not executor.success:
+        error = server.error or {}
+        where = f"{error.get('node_type', '?')} (node {error.get('node_id', '?')})"
+        raise HeadlessFailure(f"{where}: {error.get('exception_type', 'error')}: "
+                              f"{error.get('exception_message', 'the run failed')}")
+
+
+async def validate(graph: Dict[str, dict], trainer_id: str) -> List[str]:
+    """ComfyUI's own validation of the graph (types, widget ranges, combo values): the problems, empty = valid."""
+    import execution
+
+    valid = await execution.validate_prompt("flow_cps_headless", graph, [trainer_id])
+    if valid[0]:
+        return []
+    problems = [str(valid[1].get("message", valid[1])) if isinstance(valid[1], dict) else str(valid[1])]
+    for node_id, errors in (valid[3] or {}).items():
+        for error in errors.get("errors", []):
+            details = error.get("details") or error.get("message")
+            problems.append(f"{errors.get('class_type', '?')} (node {node_id}): {details}")
+    return problems
+
+
+__all__ = ["HeadlessRun", "headless_run", "current", "writes_files", "WorkflowError", "check_api_workflow",
+           "find_trainer", "upstream", "resolve_model_files", "input_defaults", "run_workflow", "validate",
+           "HeadlessFailure", "TRAINER", "MODEL_FILE_INPUTS"]

@@ -1,0 +1,208 @@
+"""The command-line trainer (scripts/train_comfy.py) on a real ComfyUI, CPU and gloo: a workflow in API format with
+random SD3 and Flux models that the stock UNETLoader/VAELoader read (tiny_models.py), given by path.
+
+- 2 processes under torchrun train the same LoRA as 1 process (float tolerance), and rank 0 alone reports and writes;
+- a run killed after a checkpoint resumes bit-exactly (the same LoRA as the run that was never killed);
+- the LoRA loads in the running server with LoraLoaderModelOnly, with no unmatched key, and changes the output;
+- bad arguments fail before any model is loaded, saying what to change.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from test_architectures import base_graph, conditioning, make_model, run, sampled
+from training.checkpoint import trained_iterations
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "train_comfy.py"
+FIXTURES = Path(__file__).resolve().parent / "fixture_pack"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def workflow(comfy, arch, run_name, iterations=2, checkpoint_every=1, seed=0):
+    """What a user exports from the browser: loaders (here with the model files' paths), conditioning, a reward, the
+    trainer, and a Save LoRA and a preview that the command line leaves out (the run saves its LoRA itself)."""
+    info = make_model(comfy, arch)
+    graph = base_graph(info, arch)
+    graph["1"]["inputs"]["unet_name"] = os.path.join(comfy.models_dir, "diffusion_models", info["unet"])
+    graph["9"]["inputs"]["vae_name"] = os.path.join(comfy.models_dir, "vae", info["vae"])
+    graph.update({
+        "20": conditioning(info, "a red fox", arch),
+        "21": conditioning(info, "a blue bird", arch),
+        "22": {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["20", 0],
+                                                               "conditioning_2": ["21", 0]}},
+        "23": {"class_type": "FlowCPS_RewardWeightFree", "inputs": {"kind": "colorfulness"}},
+        "24": {"class_type": "FlowCPS_GRPOTrainLoRA", "inputs": {
+            "model": ["1", 0], "vae": ["9", 0], "reward": ["23", 0], "latent": ["4", 0],
+            "prompts": "a red fox\na blue bird", "negative": "", "cfg": 1.0, "rule": "cps", "eta": 0.8,
+            "steps": 3, "scheduler": "simple", "sde_start_step": 0, "sde_end_step": 100, "group_size": 2,
+            "prompts_per_iteration": 2, "iterations": iterations, "lora_rank": 4, "lora_alpha": 4.0,
+            "lora_targets": "auto", "learning_rate": 1e-2, "beta": 0.1, "clip_range": 1e-2,
+            "log_prob_kind": "gaussian", "dense_rewards": False, "seed": seed, "checkpoint_every": checkpoint_every,
+            "run_name": run_name, "resume_from": "", "positive": ["22", 0], "negative_conditioning": ["3", 0],
+            "sample_batch_size": 2, "train_batch_size": 2, "gradient_checkpointing": "auto",
+            "train_dtype": "float32"}},
+        "25": {"class_type": "FlowCPS_SaveLoRA", "inputs": {"lora": ["24", 1], "filename_prefix": "host/cli",
+                                                            "run_info": ["24", 3]}},
+        "26": {"class_type": "PreviewImage", "inputs": {"images": ["24", 2]}},
+    })
+    return graph
+
+
+def command(tmp_path, graph, *extra, processes=1, output=None):
+    path = tmp_path / f"workflow_{time.monotonic_ns()}.json"
+    path.write_text(json.dumps(graph))
+    launcher = [os.environ["COMFYUI_PYTHON"]]
+    if processes > 1:
+        launcher += ["-m", "torch.distributed.run", "--nproc-per-node", str(processes), "--master-addr",
+                     "127.0.0.1", "--master-port", str(free_port())]
+    return [*launcher, str(SCRIPT), "--comfyui", os.environ["COMFYUI_PATH"], "--workflow", str(path), "--cpu",
+            "--custom-node", str(FIXTURES), "--output-directory", str(output or tmp_path / "output"), *extra]
+
+
+def environment(**extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "WORLD_SIZE", "RANK",
+                                                             "LOCAL_RANK")}
+    # one thread per process: the same float reductions in every run, so resumed runs can match bit for bit
+    return {**env, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **extra}
+
+
+def train(tmp_path, graph, *extra, processes=1, output=None, timeout=1500):
+    done = subprocess.run(command(tmp_path, graph, *extra, processes=processes, output=output),
+                          capture_output=True, text=True, timeout=timeout, env=environment())
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-6000:])
+    return done
+
+
+def run_folder(tmp_path, name, output=None):
+    return Path(output or tmp_path / "output") / "flow_cps_grpo" / name
+
+
+def lora(folder):
+    return load_file(str(folder / "lora_final.safetensors"))
+
+
+@pytest.mark.parametrize("arch", ["sd3", "flux"])
+def test_two_processes_train_the_same_lora_as_one(comfy, tmp_path, arch):
+    one = train(tmp_path, workflow(comfy, arch, "one"))
+    two = train(tmp_path, workflow(comfy, arch, "two"), processes=2)
+    a, b = lora(run_folder(tmp_path, "one")), lora(run_folder(tmp_path, "two"))
+    assert a.keys() == b.keys() and any(float(v.abs().max()) > 0 for k, v in a.items() if "lora_up" in k)
+    for key in a:
+        assert torch.allclose(a[key], b[key], rtol=1e-4, atol=1e-6), (key, float((a[key] - b[key]).abs().max()))
+    m1 = json.loads((run_folder(tmp_path, "one") / "metrics.json").read_text())
+    m2 = json.loads((run_folder(tmp_path, "two") / "metrics.json").read_text())
+    assert (m1["world_size"], m2["world_size"]) == (1, 2)
+    # the advantages come from all 4 samples on either layout: the rewards agree
+    assert [h["reward_mean"] for h in m1["history"]] == pytest.approx([h["reward_mean"] for h in m2["history"]],
+                                                                     rel=1e-5)
+    # one progress line per iteration, from rank 0 only
+    for done in (one, two):
+        lines = [line for line in done.stdout.splitlines() if line.startswith("iteration ")]
+        assert [line.split(":")[0] for line in lines] == ["iteration 1/2", "iteration 2/2"], done.stdout
+    assert {p.name for p in run_folder(tmp_path, "two").iterdir()} >= {
+        "lora_final.safetensors", "checkpoint.safetensors", "metrics.json", "reward_curve.png"}
+    # the Save LoRA node of the workflow did not run (the run saves its own LoRA, once, on rank 0)
+    assert not (tmp_path / "output" / "loras").exists()
+    # the LoRA carries the Save LoRA node's metadata
+    with safe_open(str(run_folder(tmp_path, "two") / "lora_final.safetensors"), "pt") as handle:
+        metadata = handle.metadata()
+    assert metadata["flow_cps.rule"] == "cps" and metadata["flow_cps.reward"] == "colorfulness"
+    assert json.loads(metadata["flow_cps.prompts"]) == ["a red fox", "a blue bird"]
+
+
+def test_a_killed_run_resumes_bit_exactly_and_its_lora_loads_in_comfyui(comfy, tmp_path):
+    straight = train(tmp_path, workflow(comfy, "sd3", "straight", iterations=4), processes=2)
+    assert straight.returncode == 0
+    graph = workflow(comfy, "sd3", "killed", iterations=4)
+    process = subprocess.Popen(command(tmp_path, graph, processes=2), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=environment(), start_new_session=True)
+    checkpoint = run_folder(tmp_path, "killed") / "checkpoint.safetensors"
+    deadline = time.monotonic() + 1200
+    while time.monotonic() < deadline and process.poll() is None:
+        if checkpoint.is_file() and trained_iterations(str(checkpoint)) >= 2:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the run ended before it could be killed: " + process.stdout.read()[-3000:]
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    killed_at = trained_iterations(str(checkpoint))
+    assert 2 <= killed_at < 4 and not (run_folder(tmp_path, "killed") / "lora_final.safetensors").exists()
+    resumed = train(tmp_path, graph, "--resume", processes=2)
+    lines = [line.split(":")[0] for line in resumed.stdout.splitlines() if line.startswith("iteration ")]
+    assert lines[-1] == "iteration 4/4" and len(lines) <= 4 - killed_at + 1, resumed.stdout
+    a, b = lora(run_folder(tmp_path, "straight")), lora(run_folder(tmp_path, "killed"))
+    assert all(torch.equal(a[k], b[k]) for k in a), "the resumed run differs from the uninterrupted one"
+
+    # into a running ComfyUI: LoraLoaderModelOnly applies every key and changes the image
+    info = make_model(comfy, "sd3")
+    target = Path(comfy.output_dir) / "loras" / "host" / "cli_sd3.safetensors"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(run_folder(tmp_path, "killed") / "lora_final.safetensors", target)
+    log_before = len(comfy.log_text())
+    plain, _, _ = run(comfy, sampled(base_graph(info, "sd3"), "flow_cps", seed=5, prefix="host/cli_base"))
+    with_lora = base_graph(info, "sd3")
+    with_lora["8"] = {"class_type": "LoraLoaderModelOnly",
+                      "inputs": {"model": ["1", 0], "lora_name": "host/cli_sd3.safetensors", "strength_model": 1.0}}
+    trained, _, _ = run(comfy, sampled(with_lora, "flow_cps", seed=5, model=("8", 0), prefix="host/cli_lora"))
+    new_log = comfy.log_text()[log_before:]
+    assert "lora key not loaded" not in new_log and "ERROR" not in new_log, new_log[-3000:]
+    assert np.abs(np.stack(plain).astype(float) - np.stack(trained).astype(float)).max() > 0
+
+
+def failure(tmp_path, arguments, **env):
+    started = time.monotonic()
+    done = subprocess.run([os.environ["COMFYUI_PYTHON"], str(SCRIPT), *arguments], capture_output=True, text=True,
+                          timeout=600, env=environment(**env))
+    assert done.returncode != 0, done.stdout[-2000:]
+    return done.stderr, time.monotonic() - started
+
+
+def test_bad_arguments_fail_before_any_model_loads(comfy, tmp_path):
+    comfyui = ["--comfyui", os.environ["COMFYUI_PATH"], "--cpu", "--custom-node", str(FIXTURES)]
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(workflow(comfy, "sd3", "bad")))
+    output = ["--output-directory", str(tmp_path / "output")]
+    message, _ = failure(tmp_path, [*comfyui, "--workflow", str(tmp_path / "missing.json")])
+    assert "--workflow: no such file" in message
+    message, _ = failure(tmp_path, ["--comfyui", str(tmp_path), "--workflow", str(good)])
+    assert "is no ComfyUI folder" in message and "COMFYUI_PATH" in message
+    ui = tmp_path / "ui.json"
+    ui.write_text(json.dumps({"nodes": [], "links": [], "version": 0.4}))
+    message, _ = failure(tmp_path, [*comfyui, *output, "--workflow", str(ui)])
+    assert "Export (API)" in message
+    broken = workflow(comfy, "sd3", "bad")
+    broken["1"]["inputs"]["unet_name"] = "no_such_model.safetensors"
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(broken))
+    message, _ = failure(tmp_path, [*comfyui, *output, "--workflow", str(path)])
+    assert "UNETLoader (node 1) unet_name = 'no_such_model.safetensors'" in message
+    # 2 prompts × group 2 = 4 samples do not split over 3 processes: refused on every rank before loading
+    message, _ = failure(tmp_path, [*comfyui, *output, "--workflow", str(good)], WORLD_SIZE="3", RANK="0",
+                         LOCAL_RANK="0")
+    assert "do not split over 3 processes" in message and "one of [1, 2, 4]" in message
+    message, _ = failure(tmp_path, [*comfyui, *output, "--workflow", str(good), "--rule", "euler"])
+    assert "rule" in message and "euler" in message  # ComfyUI's own validation of the trainer's inputs
+    message, _ = failure(tmp_path, [*comfyui, *output, "--workflow", str(good), "--resume"])
+    assert "--resume: no checkpoint at" in message
+    assert not (tmp_path / "output" / "flow_cps_grpo").exists()  # nothing was created by any of these
+    message, _ = failure(tmp_path, [*comfyui, "--diffusion-model", "x.safetensors", "--reward", "colorfulness",
+                                    "--prompts", str(good)])
+    assert "--diffusion-model also needs --text-encoder" in message

@@ -1,0 +1,82 @@
+"""scripts/train_comfy.py: the checks it makes before importing ComfyUI (the runs themselves: tests/host/test_headless.py)."""
+import json
+
+import pytest
+
+from test_train_cli import error_of, load_script
+
+
+@pytest.fixture(scope="module")
+def cli():
+    return load_script("train_comfy")
+
+
+@pytest.fixture
+def comfyui(tmp_path):
+    folder = tmp_path / "ComfyUI"
+    folder.mkdir()
+    (folder / "main.py").write_text("")
+    return ["--comfyui", str(folder)]
+
+
+def parse(cli, *argv):
+    return cli.parse_args(list(argv))[1]
+
+
+def test_one_source_and_its_companions_are_required(cli, comfyui, tmp_path, capsys):
+    _, message = error_of(capsys, lambda: parse(cli, "--comfyui", str(tmp_path), "--checkpoint", "x"))
+    assert "is no ComfyUI folder (no main.py there)" in message and "COMFYUI_PATH" in message
+    _, message = error_of(capsys, lambda: parse(cli, *comfyui))
+    assert "give exactly one of --workflow, --checkpoint or --diffusion-model" in message
+    _, message = error_of(capsys, lambda: parse(cli, *comfyui, "--checkpoint", "a", "--diffusion-model", "b"))
+    assert "(got --checkpoint, --diffusion-model)" in message
+    _, message = error_of(capsys, lambda: parse(cli, *comfyui, "--diffusion-model", "m", "--vae", "v"))
+    assert "--diffusion-model also needs --text-encoder (1–3), --clip-type and --vae" in message
+    _, message = error_of(capsys, lambda: parse(cli, *comfyui, "--checkpoint", "c", "--prompts", "p"))
+    assert "--reward: name the reward" in message and "pickscore" in message
+    _, message = error_of(capsys, lambda: parse(cli, *comfyui, "--checkpoint", "c", "--reward", "pickscore"))
+    assert "--prompts: give a prompts file" in message
+
+
+def test_files_are_checked_and_read_before_comfyui_is_imported(cli, comfyui, tmp_path, capsys):
+    _, message = error_of(capsys, lambda: parse(cli, *comfyui, "--workflow", str(tmp_path / "none.json")))
+    assert "--workflow: no such file" in message
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    _, message = error_of(capsys, lambda: parse(cli, *comfyui, "--workflow", str(broken)))
+    assert "is not JSON" in message
+    graph = tmp_path / "api.json"
+    graph.write_text(json.dumps({"1": {"class_type": "FlowCPS_GRPOTrainLoRA", "inputs": {}}}))
+    _, message = error_of(capsys, lambda: parse(cli, *comfyui, "--workflow", str(graph), "--reward", "digit"))
+    assert "the workflow brings its own loaders and reward" in message
+    empty = tmp_path / "prompts.txt"
+    empty.write_text("\n  \n")
+    _, message = error_of(capsys, lambda: parse(cli, *comfyui, "--workflow", str(graph), "--prompts", str(empty)))
+    assert "holds no prompt" in message
+    _, message = error_of(capsys, lambda: parse(cli, *comfyui, "--workflow", str(graph), "--reward-option", "x"))
+    assert "'x' is not KEY=VALUE" in message
+    _, message = error_of(capsys, lambda: parse(cli, *comfyui, "--workflow", str(graph), "--custom-node",
+                                                str(tmp_path / "nowhere")))
+    assert "--custom-node: no such folder" in message
+    _, message = error_of(capsys, lambda: parse(cli, *comfyui, "--workflow", str(graph), "--dense-rewards", "maybe"))
+    assert "expected true or false" in message
+
+
+def test_settings_reach_the_trainer_inputs_unchanged_and_only_when_given(cli, comfyui, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red fox\na blue bird\n")
+    graph_file = tmp_path / "api.json"
+    graph = {"7": {"class_type": "FlowCPS_GRPOTrainLoRA", "inputs": {"learning_rate": 3e-4, "beta": 0.04,
+                                                                      "group_size": 8, "run_name": "mine"}},
+             "3": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}}}
+    graph["7"]["inputs"]["latent"] = ["3", 0]
+    graph_file.write_text(json.dumps(graph))
+    args = parse(cli, *comfyui, "--workflow", str(graph_file), "--prompts", str(prompts), "--beta", "1.2345e-05",
+                 "--dense-rewards", "true", "--width", "768", "--seed",
+                 "18446744073709551615")
+    inputs = cli.apply_flags(args, args.graph, "7")
+    assert inputs["beta"] == 1.2345e-05 and inputs["learning_rate"] == 3e-4 and inputs["group_size"] == 8
+    assert inputs["dense_rewards"] is True and inputs["seed"] == 2 ** 64 - 1
+    assert inputs["prompts"] == "a red fox\na blue bird\n" and inputs["run_name"] == "mine"
+    assert args.graph["3"]["inputs"]["width"] == 768 and args.graph["3"]["inputs"]["height"] == 512
+    assert args.world_size == 1 and args.rank == 0
