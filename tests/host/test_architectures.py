@@ -47,6 +47,31 @@ def base_graph(info, arch, prompt="a red fox"):
     }
 
 
+def grpo_graph(info, arch, run_name, **settings):
+    """base_graph + two prompts' conditioning, the colorfulness reward and the trainer (node 24); ``settings``
+    override the trainer's inputs."""
+    graph = base_graph(info, arch)
+    graph.update({
+        "20": conditioning(info, "a red fox", arch),
+        "21": conditioning(info, "a blue bird", arch),
+        "22": {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["20", 0],
+                                                               "conditioning_2": ["21", 0]}},
+        "23": {"class_type": "FlowCPS_RewardWeightFree", "inputs": {"kind": "colorfulness"}},
+        "24": {"class_type": "FlowCPS_GRPOTrainLoRA", "inputs": {
+            "model": ["1", 0], "vae": ["9", 0], "reward": ["23", 0], "latent": ["4", 0],
+            "prompts": "a red fox\na blue bird", "negative": "", "cfg": 1.0, "rule": "cps", "eta": 0.8,
+            "steps": STEPS, "scheduler": "normal", "sde_start_step": 0, "sde_end_step": 100, "group_size": 2,
+            "prompts_per_iteration": 2, "iterations": 2, "lora_rank": 4, "lora_alpha": 4.0, "lora_targets": "auto",
+            "learning_rate": 1e-2, "beta": 0.01, "clip_range": 1e-2, "log_prob_kind": "gaussian",
+            "dense_rewards": False, "seed": 0, "checkpoint_every": 0, "run_name": run_name, "resume_from": "",
+            "positive": ["22", 0], "negative_conditioning": ["3", 0],
+            # micro-batches of 2 for sampling and 1 for training, the blocks checkpointed (auto: on for these models)
+            "sample_batch_size": 2, "train_batch_size": 1, "gradient_checkpointing": "auto",
+            "train_dtype": "bfloat16" if arch == "sd3" else "float32", **settings}},
+    })
+    return graph
+
+
 def sampled(graph, sampler_name, seed=3, model=("1", 0), prefix="host/arch"):
     graph = dict(graph)
     graph["5"] = {"class_type": "KSampler", "inputs": {
@@ -106,24 +131,8 @@ def test_all_flow_samplers_run_on_the_real_architecture(comfy, arch):
 def test_grpo_trains_a_lora_that_the_stock_loader_applies(comfy, arch):
     info = make_model(comfy, arch)
     run_name = f"host_arch_{arch}"
-    graph = base_graph(info, arch)
+    graph = grpo_graph(info, arch, run_name)
     graph.update({
-        "20": conditioning(info, "a red fox", arch),
-        "21": conditioning(info, "a blue bird", arch),
-        "22": {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["20", 0],
-                                                               "conditioning_2": ["21", 0]}},
-        "23": {"class_type": "FlowCPS_RewardWeightFree", "inputs": {"kind": "colorfulness"}},
-        "24": {"class_type": "FlowCPS_GRPOTrainLoRA", "inputs": {
-            "model": ["1", 0], "vae": ["9", 0], "reward": ["23", 0], "latent": ["4", 0],
-            "prompts": "a red fox\na blue bird", "negative": "", "cfg": 1.0, "rule": "cps", "eta": 0.8,
-            "steps": STEPS, "scheduler": "normal", "sde_start_step": 0, "sde_end_step": 100, "group_size": 2,
-            "prompts_per_iteration": 2, "iterations": 2, "lora_rank": 4, "lora_alpha": 4.0, "lora_targets": "auto",
-            "learning_rate": 1e-2, "beta": 0.01, "clip_range": 1e-2, "log_prob_kind": "gaussian",
-            "dense_rewards": False, "seed": 0, "checkpoint_every": 0, "run_name": run_name, "resume_from": "",
-            "positive": ["22", 0], "negative_conditioning": ["3", 0],
-            # micro-batches of 2 for sampling and 1 for training, the blocks checkpointed (auto: on for these models)
-            "sample_batch_size": 2, "train_batch_size": 1, "gradient_checkpointing": "auto",
-            "train_dtype": "bfloat16" if arch == "sd3" else "float32"}},
         "25": {"class_type": "FlowCPS_SaveLoRA", "inputs": {"lora": ["24", 1], "filename_prefix": f"host/{arch}",
                                                             "run_info": ["24", 3]}},
     })

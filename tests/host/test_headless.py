@@ -22,7 +22,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from test_architectures import base_graph, conditioning, make_model, run, sampled
+from test_architectures import base_graph, grpo_graph, make_model, run, sampled
 from training.checkpoint import trained_iterations
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,25 +40,11 @@ def workflow(comfy, arch, run_name, iterations=2, checkpoint_every=1, seed=0):
     """What a user exports from the browser: loaders (here with the model files' paths), conditioning, a reward, the
     trainer, and a Save LoRA and a preview that the command line leaves out (the run saves its LoRA itself)."""
     info = make_model(comfy, arch)
-    graph = base_graph(info, arch)
+    graph = grpo_graph(info, arch, run_name, scheduler="simple", iterations=iterations, beta=0.1,
+                       checkpoint_every=checkpoint_every, seed=seed, train_batch_size=2, train_dtype="float32")
     graph["1"]["inputs"]["unet_name"] = os.path.join(comfy.models_dir, "diffusion_models", info["unet"])
     graph["9"]["inputs"]["vae_name"] = os.path.join(comfy.models_dir, "vae", info["vae"])
     graph.update({
-        "20": conditioning(info, "a red fox", arch),
-        "21": conditioning(info, "a blue bird", arch),
-        "22": {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["20", 0],
-                                                               "conditioning_2": ["21", 0]}},
-        "23": {"class_type": "FlowCPS_RewardWeightFree", "inputs": {"kind": "colorfulness"}},
-        "24": {"class_type": "FlowCPS_GRPOTrainLoRA", "inputs": {
-            "model": ["1", 0], "vae": ["9", 0], "reward": ["23", 0], "latent": ["4", 0],
-            "prompts": "a red fox\na blue bird", "negative": "", "cfg": 1.0, "rule": "cps", "eta": 0.8,
-            "steps": 3, "scheduler": "simple", "sde_start_step": 0, "sde_end_step": 100, "group_size": 2,
-            "prompts_per_iteration": 2, "iterations": iterations, "lora_rank": 4, "lora_alpha": 4.0,
-            "lora_targets": "auto", "learning_rate": 1e-2, "beta": 0.1, "clip_range": 1e-2,
-            "log_prob_kind": "gaussian", "dense_rewards": False, "seed": seed, "checkpoint_every": checkpoint_every,
-            "run_name": run_name, "resume_from": "", "positive": ["22", 0], "negative_conditioning": ["3", 0],
-            "sample_batch_size": 2, "train_batch_size": 2, "gradient_checkpointing": "auto",
-            "train_dtype": "float32"}},
         "25": {"class_type": "FlowCPS_SaveLoRA", "inputs": {"lora": ["24", 1], "filename_prefix": "host/cli",
                                                             "run_info": ["24", 3]}},
         "26": {"class_type": "PreviewImage", "inputs": {"images": ["24", 2]}},
