@@ -192,3 +192,16 @@ def test_bad_arguments_fail_before_any_model_loads(comfy, tmp_path):
     message, _ = failure(tmp_path, [*comfyui, "--diffusion-model", "x.safetensors", "--reward", "colorfulness",
                                     "--prompts", str(good)])
     assert "--diffusion-model also needs --text-encoder" in message
+
+
+def test_every_trainer_setting_has_a_flag(comfy):
+    sys.path.insert(0, str(REPO / "scripts"))
+    import train_comfy
+    spec = comfy.object_info()["FlowCPS_GRPOTrainLoRA"]["input"]["required"]
+    links = {"MODEL", "VAE", "REWARD", "LATENT"}
+    widgets = {name for name, value in spec.items() if not (isinstance(value[0], str) and value[0] in links)}
+    flags = {name for _, name, _, _ in train_comfy.SETTINGS}
+    own = {"prompts": "--prompts", "negative": "--negative", "run_name": "--run-name", "resume_from": "--resume"}
+    assert widgets == flags | set(own), (widgets - flags - set(own), flags - widgets)
+    parser = train_comfy.build_parser()
+    assert all(any(a.option_strings == [flag] for a in parser._actions) for flag in own.values())
