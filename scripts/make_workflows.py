@@ -28,7 +28,7 @@ class Workflow:
         self.nodes, self.links = [], []
         self.thumbnail_nodes = []  # output nodes whose images make the Templates thumbnail
         self.grid_columns = {}  # thumbnail node → columns of its image grid (default: near-square)
-        self.readme_images = {}  # thumbnail node → the README image (relative to the repo) its grid is saved as
+        self.readme_images = []  # (README image relative to the repo, thumbnail nodes whose grids it stacks)
 
     def node(self, type_, widgets=(), inputs=(), outputs=(), pos=(0, 0), size=(300, 120), title=None):
         """``inputs``: (name, type, (source node, source slot)); ``outputs``: (name, type)."""
@@ -193,7 +193,7 @@ def grpo_toy():
                outputs=[("path", "STRING")])
     decoded = []
     for label, source in (("Before: the base model", (model, 0)), ("After: the trained LoRA", (trainer, 0))):
-        sampled = right.node("KSampler", 270, widgets=[1, "fixed", 4, 1.0, "flow_cps", "normal", 1.0],
+        sampled = right.node("KSampler", 430, widgets=[1, "fixed", 4, 1.0, "flow_cps", "normal", 1.0],
                              inputs=[("model", "MODEL", source), ("positive", "CONDITIONING", (positive, 0)),
                                      ("negative", "CONDITIONING", (negative, 0)),
                                      ("latent_image", "LATENT", (check_latent, 0))],
@@ -202,14 +202,14 @@ def grpo_toy():
                                                            ("vae", "VAE", (model, 1))],
                                   outputs=[("IMAGE", "IMAGE")]))
     last = w.column(right.right, 560)
-    both = last.node("ImageBatch", 50, inputs=[("image1", "IMAGE", (decoded[0], 0)), ("image2", "IMAGE",
-                                                                                     (decoded[1], 0))],
-                     outputs=[("IMAGE", "IMAGE")])
-    grid = last.node("PreviewImage", 360, inputs=[("images", "IMAGE", (both, 0))],
-                     title="Before (first 8) and after (last 8), same seeds")
-    w.thumbnail_nodes += [curve, grid]
-    w.grid_columns[grid] = 8
-    w.readme_images[grid] = os.path.join("docs", "images", "grpo_toy_before_after.png")
+    grids = [last.node("PreviewImage", 230, inputs=[("images", "IMAGE", (decoded[0], 0))],
+                       title="Before: the base model, 8 seeds"),
+             last.node("PreviewImage", 230, inputs=[("images", "IMAGE", (decoded[1], 0))],
+                       title="After: the trained LoRA, the same 8 seeds")]
+    w.thumbnail_nodes += [curve, *grids]
+    for grid in grids:
+        w.grid_columns[grid] = 4
+    w.readme_images.append((os.path.join("docs", "images", "grpo_toy_before_after.png"), grids))
     return w
 
 
@@ -419,16 +419,22 @@ def render_outputs(server: str, workflow: Workflow, timeout: float = 1800.0):
         if status == "error" or time.monotonic() > deadline:
             raise RuntimeError(f"the workflow did not run: {status} {entry and entry.get('status')}")
         time.sleep(2)
-    panels = []
+    panels, images_of = [], {}
     for node_id in workflow.thumbnail_nodes:
         images = [Image.open(_io.BytesIO(get("/view?" + urllib.parse.urlencode(
             {"filename": i["filename"], "subfolder": i.get("subfolder", ""), "type": i.get("type", "output")}))))
             for i in entry["outputs"][str(node_id)]["images"]]
+        images_of[node_id] = images
         panels.append(_grid(images, workflow.grid_columns.get(node_id)))
-        if node_id in workflow.readme_images:
-            path = os.path.join(ROOT, workflow.readme_images[node_id])
-            panels[-1].save(path)
-            print(f"wrote {path}")
+    for relative, node_ids in workflow.readme_images:  # e.g. before above after: one row of images per node
+        rows = [_grid(images_of[n], len(images_of[n])) for n in node_ids]
+        sheet = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows) + 2 * (len(rows) - 1)),
+                          (24, 24, 24))
+        for k, row in enumerate(rows):
+            sheet.paste(row, (0, sum(r.height + 2 for r in rows[:k])))
+        path = os.path.join(ROOT, relative)
+        sheet.save(path)
+        print(f"wrote {path}")
     return panels
 
 

@@ -17,8 +17,10 @@ export function niceTicks(lo, hi, count = 5) {
   const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= raw);
   const first = Math.floor(lo / step) * step;
   const ticks = [];
-  for (let v = first; v <= hi + step * 1e-9; v += step) ticks.push(Number(v.toPrecision(12)));
-  if (ticks[ticks.length - 1] < hi) ticks.push(Number((ticks[ticks.length - 1] + step).toPrecision(12)));
+  // snap to the step's grid: repeated addition leaves e.g. 3.5e-18 where the tick is 0
+  const snap = (v) => Number((Math.round(v / step) * step).toPrecision(12));
+  for (let v = first; v <= hi + step * 1e-9; v += step) ticks.push(snap(v));
+  if (ticks[ticks.length - 1] < hi) ticks.push(snap(ticks[ticks.length - 1] + step));
   return ticks;
 }
 

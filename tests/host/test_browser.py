@@ -208,6 +208,14 @@ def test_trainer_chart_fills_stays_in_range_and_survives_reload_and_tab_switch(c
         wait_text(page, "FlowCPS_SaveLoRA", "saved ")
         wait_text(page, TRAINER, "saved in ")
         page.wait_for_timeout(2000)  # the run finishes, the canvas redraws, the frontend saves the open workflow
+        if screenshot_dir:  # the README's picture: the trainer and the before/after samples at a readable zoom
+            page.evaluate(f"""() => {{
+                const canvas = window.app.canvas, trainer = window.app.graph._nodes.find(n => n.type === '{TRAINER}');
+                canvas.ds.scale = 0.8;
+                canvas.ds.offset = [60 / 0.8 - trainer.pos[0], 70 / 0.8 - trainer.pos[1]];
+                canvas.setDirty(true, true);
+            }}""")
+            page.wait_for_timeout(1500)
         page.screenshot(path=str(out_dir / "grpo_trainer_ui.png"))
         before = chart(page)
         assert len(before["points"]) == iterations and before["drawn"] == iterations

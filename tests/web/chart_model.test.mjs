@@ -16,6 +16,9 @@ test("niceTicks covers the range with 1/2/5 steps", () => {
   const flat = niceTicks(2, 2);
   assert.ok(flat[0] < 2 && flat[flat.length - 1] > 2);
   assert.deepEqual(niceTicks(NaN, 1), []);
+  // ticks crossing 0 land on it exactly (no 3.5e-18 label)
+  assert.deepEqual(niceTicks(-0.0255, 0.0), [-0.03, -0.02, -0.01, 0]);
+  assert.ok(niceTicks(-0.07, 0.03).includes(0));
 });
 
 test("applyEvent keeps the latest full history and drops malformed points", () => {
