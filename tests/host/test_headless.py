@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from test_architectures import base_graph, grpo_graph, make_model, run, sampled
-from training.checkpoint import trained_iterations
+from training.checkpoint import read_checkpoint, trained_iterations
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "train_comfy.py"
@@ -205,3 +205,36 @@ def test_every_trainer_setting_has_a_flag(comfy):
     assert widgets == flags | set(own), (widgets - flags - set(own), flags - widgets)
     parser = train_comfy.build_parser()
     assert all(any(a.option_strings == [flag] for a in parser._actions) for flag in own.values())
+
+
+def test_flags_alone_train_a_diffusion_model_with_its_text_encoder(comfy, tmp_path):
+    """No workflow: UNETLoader + CLIPLoader (ComfyUI's CLIP-L, random weights) + VAELoader + a reward by name, all
+    given by path, and the prompts encoded by that text encoder."""
+    from test_grpo_nodes import RANDOM_CLIP_L, make_tiny_sd3
+    unet, vae = make_tiny_sd3(comfy, context=768, name="tiny_mmdit_clip_l")
+    clip = os.path.join(comfy.models_dir, "text_encoders", "random_clip_l.safetensors")
+    if not os.path.isfile(clip):
+        os.makedirs(os.path.dirname(clip), exist_ok=True)
+        subprocess.run([os.environ["COMFYUI_PYTHON"], "-c", RANDOM_CLIP_L, clip], check=True,
+                       cwd=os.environ["COMFYUI_PATH"], capture_output=True, timeout=300)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red fox\na blue bird\n")
+    done = subprocess.run(
+        [os.environ["COMFYUI_PYTHON"], str(SCRIPT), "--comfyui", os.environ["COMFYUI_PATH"], "--cpu",
+         "--output-directory", str(tmp_path / "output"),
+         "--diffusion-model", os.path.join(comfy.models_dir, "diffusion_models", unet),
+         "--text-encoder", clip, "--clip-type", "stable_diffusion",
+         "--vae", os.path.join(comfy.models_dir, "vae", vae), "--reward", "colorfulness", "--prompts", str(prompts),
+         "--negative", "blurry", "--width", "64", "--height", "64", "--steps", "3", "--scheduler", "simple",
+         "--cfg", "2", "--group-size", "2", "--prompts-per-iteration", "2", "--iterations", "1",
+         "--sample-batch-size", "2", "--train-batch-size", "2", "--lora-rank", "4", "--lora-alpha", "4",
+         "--learning-rate", "0.00012345", "--run-name", "flags"],
+        capture_output=True, text=True, timeout=1200, env=environment())
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-6000:])
+    metrics = json.loads((run_folder(tmp_path, "flags") / "metrics.json").read_text())
+    assert metrics["prompts"] == ["a red fox", "a blue bird"] and metrics["reward"] == "colorfulness"
+    assert metrics["history"][0]["reward_std"] > 0  # the rollouts differ
+    config = read_checkpoint(str(run_folder(tmp_path, "flags") / "checkpoint.safetensors"))["config"]
+    assert config["lr"] == 0.00012345 and config["cfg"] == 2.0  # typed values arrive unchanged
+    assert [line.split(":")[0] for line in done.stdout.splitlines() if line.startswith("iteration ")] == [
+        "iteration 1/1"]
