@@ -95,7 +95,7 @@ def convergence(seeds, iterations, out):
         print(f"| {rule} | {v[0]:.3f} → {v[1]:.3f} | {v[2]:.3f} → {v[4]:.3f} | {v[3]:.2f} → {v[5]:.2f} "
               f"| {v[6]:.4f} → {v[7]:.4f} |")
     image = line_chart(series, bands=bands, title="toy GRPO, bold digits: rollout reward, mean ± spread over seeds",
-                       x_label="iteration", y_label="P(digit) × stroke width")
+                       x_label="iteration", y_label="P(digit) x stroke width")
     Image.fromarray((image[0] * 255).round().byte().numpy()).save(out)
     print(f"\nwrote {out}")
 
