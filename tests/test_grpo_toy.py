@@ -1,7 +1,10 @@
-"""Learning works: GRPO with CPS on the shipped toy model raises the digit reward (several seeds)."""
+"""Learning works: GRPO with CPS on the shipped toy model learns the bold-digit task without hacking it (several
+seeds)."""
+import statistics
+
 import torch
 
-from training.rewards import DigitReward
+from training.rewards import BoldDigitReward, DigitReward, PaperHaze
 from training.grpo_config import GRPOConfig
 from training.toy_model import latent_to_image
 from training.toy_policy import toy_policy
@@ -20,19 +23,35 @@ def test_digit_reward_scores_the_requested_digit():
     assert float(wrong.mean()) < 0.1
 
 
-def test_grpo_with_cps_raises_the_digit_reward():
+class LegibilityAndHaze:
+    """A drift monitor that scores the paper haze and also notes the digit probability of the same samples."""
+
+    name = "paper_haze"
+
+    def __init__(self):
+        self.digit, self.probabilities = BoldDigitReward(), []
+
+    def __call__(self, images, prompts):
+        self.probabilities.append(statistics.mean(self.digit.evaluate(images, prompts).details["probability"]))
+        return PaperHaze()(images, prompts)
+
+
+def test_grpo_teaches_bold_digits_that_stay_legible_on_clean_paper():
+    """The main toy task (the toy workflow's settings): on 16 fixed held-out seeds the saved (EMA) LoRA draws bolder
+    digits, as legible as before, without greying the paper. Measured (seeds 0–2): reward 1.05 → 1.78, digit
+    probability 0.970 → 0.974, haze 0.0006 → 0.0012 (bench_grpo.py)."""
     torch.set_num_threads(2)
-    reward = DigitReward()
-    first, last = [], []
     for seed in (0, 1, 2):
         config = GRPOConfig(prompts=PROMPTS, prompts_per_iteration=4, group_size=8, steps=4, rule="cps", eta=0.8,
-                            cfg=1.0, lr=1e-3, clip_range=1e-2, iterations=30, seed=seed, lora_rank=8)
-        history = GRPOTrainer(toy_policy(seed=seed), reward, config).train()
-        rewards = [h["reward_mean"] for h in history]
-        first.append(1 - sum(rewards[:6]) / 6)  # error rate: 1 − P(requested digit)
-        last.append(1 - sum(rewards[-6:]) / 6)
-    assert all(b < a for a, b in zip(first, last)), (first, last)
-    assert sum(last) <= 0.5 * sum(first), (first, last)  # measured: 0.071 → 0.015 summed over the three seeds
+                            cfg=1.0, lr=1e-3, clip_range=1e-2, beta=0.1, iterations=30, seed=seed, lora_rank=8,
+                            lora_alpha=16.0, monitor_samples=16, monitor_every=30)
+        monitor = LegibilityAndHaze()
+        trainer = GRPOTrainer(toy_policy(seed=seed), BoldDigitReward(), config, monitor=monitor)
+        history = trainer.train()
+        base, last = trainer.monitor_baseline, history[-1]
+        assert last["held_out_reward"] > 1.4 * base["held_out_reward"], (seed, base, last)
+        assert monitor.probabilities[-1] > monitor.probabilities[0] - 0.02, (seed, monitor.probabilities)
+        assert last["monitor"] > base["monitor"] - 0.005, (seed, base, last)  # less than 0.5 % grey more
 
 
 def test_train_cli_writes_metrics_curve_lora_and_resumes(tmp_path):
