@@ -189,7 +189,18 @@ def import_comfyui(args):
     for path in args.extra_model_paths_config:
         load_extra_path_config(os.path.abspath(path))
     import nodes
-    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # ComfyUI's own import report, given below without what only the web server needs
+    try:
+        failed = asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False)) or []
+    finally:
+        root.setLevel(level)
+    # node replacements are a frontend feature: registering them needs the web server, which a run does not start
+    failed = [name for name in failed if "nodes_replacements" not in str(name)]
+    if failed:
+        logging.warning("some of ComfyUI's comfy_extras nodes did not import (a workflow using them will fail): %s",
+                        ", ".join(map(str, failed)))
     for path in [*args.custom_node, PACK_DIR]:
         if not asyncio.run(nodes.load_custom_node(os.path.abspath(path))):
             sys.exit(f"train_comfy.py: error: loading the node pack {path} failed (see the log above)")
