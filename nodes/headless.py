@@ -70,6 +70,8 @@ def writes_files() -> bool:
 class WorkflowError(ValueError):
     """A workflow the command-line trainer cannot run (it says what to change)."""
 
+    __module__ = "flow_cps"
+
 
 def check_api_workflow(graph) -> Dict[str, dict]:
     """The graph of an API-format export ({id: {class_type, inputs}}); a UI-format file gets the export hint."""
@@ -176,7 +178,9 @@ class _Server:
 
 
 class HeadlessFailure(RuntimeError):
-    pass
+    """The workflow stopped with an error (its node and message)."""
+
+    __module__ = "flow_cps"
 
 
 def run_workflow(graph: Dict[str, dict], trainer_id: str, run: HeadlessRun) -> None:
