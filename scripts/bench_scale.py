@@ -61,8 +61,10 @@ def make_trainer(args, group, scaled):
         return (latents[:, :3].clamp(-1, 1) + 1).movedim(1, -1) / 2
 
     policy = VelocityModelPolicy(model, lora, encode_prompts, decode, (16, 64, 64))
+    # "simple": 1, 0.5, 0, so the one trained step draws real noise (the normal schedule's 1 → 0.001 step is below
+    # min_train_std and would leave nothing to train)
     config = GRPOConfig(prompts=["a handwritten 3"], prompts_per_iteration=1, group_size=group, steps=2, rule="cps",
-                        cfg=1.0, iterations=1, lr=1e-4, clip_range=1e-2, seed=0, lora_rank=8,
+                        schedule="simple", cfg=1.0, iterations=1, lr=1e-4, clip_range=1e-2, seed=0, lora_rank=8,
                         sample_batch_size=args.sample_batch if scaled else None,
                         train_batch_size=1 if scaled else None, gradient_checkpointing=scaled)
     return GRPOTrainer(policy, lambda images, prompts: images.mean(dim=(1, 2, 3)), config)
