@@ -93,7 +93,7 @@ def test_saved_lora_loads_with_the_stock_loader_without_warnings_and_changes_the
     with safe_open(path, "pt") as handle:
         keys, metadata = list(handle.keys()), handle.metadata()
     assert keys and all(k.startswith("diffusion_model.") for k in keys)
-    assert metadata["flow_cps.rule"] == "cps" and metadata["flow_cps.reward"] == "digit"
+    assert metadata["flow_cps.rule"] == "cps" and metadata["flow_cps.reward"] == "bold_digit"
     assert metadata["flow_cps.iterations"] == "4"
     lora_name = os.path.relpath(path, os.path.join(comfy.output_dir, "loras"))
     listed = comfy.get_json("/object_info/LoraLoaderModelOnly")["LoraLoaderModelOnly"]["input"]["required"]
