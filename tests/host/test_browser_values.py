@@ -57,10 +57,17 @@ def _type_into_canvas_widget(page, name, text):
         canvas.setDirty(true, true);
         return [rect.left + rect.width / 2, rect.top + rect.height / 2];
     }""", [TRAINER, name])
-    page.wait_for_timeout(300)  # one redraw, so the click lands on the widget where it is now drawn
-    page.mouse.click(*point)
     dialog = page.locator(".graphdialog input").last
-    dialog.wait_for(state="visible", timeout=5_000)
+    for attempt in range(3):  # a busy machine may draw late: the click must land where the widget is drawn now
+        page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
+        page.wait_for_timeout(300)
+        page.mouse.click(*point)
+        try:
+            dialog.wait_for(state="visible", timeout=10_000)
+            break
+        except sync_api_errors():
+            if attempt == 2:
+                raise
     dialog.fill(text)
     dialog.press("Enter")
     page.wait_for_timeout(200)
