@@ -157,6 +157,32 @@ def input_defaults(node_class) -> Dict[str, object]:
     return defaults
 
 
+def check_pack_inputs(graph: Dict[str, dict], node_classes: Dict[str, type]) -> List[str]:
+    """The literal inputs of this pack's nodes against their INPUT_TYPES: combo values and number ranges (older
+    hosts' validation skips V3 combos, and a bad value must fail before any model loads, not in the middle)."""
+    problems = []
+    for node_id, node in graph.items():
+        if not node["class_type"].startswith("FlowCPS") or node["class_type"] not in node_classes:
+            continue
+        spec = node_classes[node["class_type"]].INPUT_TYPES()
+        for name, entry in {**spec.get("optional", {}), **spec.get("required", {})}.items():
+            if name not in node.get("inputs", {}):
+                continue
+            value = node["inputs"][name]
+            if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+                continue  # a link
+            kind, options = entry[0], entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
+            choices = kind if isinstance(kind, (list, tuple)) else options.get("options") if kind == "COMBO" else None
+            where = f"{node['class_type']} (node {node_id}) {name} = {value!r}"
+            if choices is not None and value not in choices:
+                problems.append(f"{where}: not one of {', '.join(map(str, choices))}")
+            elif kind in ("INT", "FLOAT") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                low, high = options.get("min"), options.get("max")
+                if (low is not None and value < low) or (high is not None and value > high):
+                    problems.append(f"{where}: outside {low}…{high}")
+    return problems
+
+
 # ----- running it -----------------------------------------------------------------------------------------------------
 class _Server:
     """What ComfyUI's executor talks to instead of the web server: it keeps the execution error and passes chart
@@ -210,14 +236,16 @@ async def validate(graph: Dict[str, dict], trainer_id: str) -> List[str]:
     valid = await execution.validate_prompt("flow_cps_headless", graph, [trainer_id])
     if valid[0]:
         return []
-    problems = [str(valid[1].get("message", valid[1])) if isinstance(valid[1], dict) else str(valid[1])]
+    problems = []
     for node_id, errors in (valid[3] or {}).items():
         for error in errors.get("errors", []):
             details = error.get("details") or error.get("message")
             problems.append(f"{errors.get('class_type', '?')} (node {node_id}): {details}")
+    if not problems:  # no node to name: the graph as a whole (e.g. no output)
+        problems.append(str(valid[1].get("message", valid[1])) if isinstance(valid[1], dict) else str(valid[1]))
     return problems
 
 
 __all__ = ["HeadlessRun", "headless_run", "current", "writes_files", "WorkflowError", "check_api_workflow",
-           "find_trainer", "upstream", "resolve_model_files", "input_defaults", "run_workflow", "validate",
+           "find_trainer", "upstream", "resolve_model_files", "input_defaults", "check_pack_inputs", "run_workflow", "validate",
            "HeadlessFailure", "TRAINER", "MODEL_FILE_INPUTS"]

@@ -276,8 +276,10 @@ def apply_flags(args, graph: dict, trainer_id: str) -> dict:
 def check_before_loading(args, graph, trainer_id, folder_paths, headless):
     """Model files, the graph (ComfyUI's validation), the batch split and the run folder: all before any model
     loads. Returns the run folder."""
+    import nodes
     problems = headless.resolve_model_files(graph, folder_paths)
-    problems += asyncio.run(headless.validate(graph, trainer_id))
+    problems += headless.check_pack_inputs(graph, nodes.NODE_CLASS_MAPPINGS)
+    problems += [p for p in asyncio.run(headless.validate(graph, trainer_id)) if p not in problems]
     inputs = graph[trainer_id]["inputs"]
     batch = int(inputs["prompts_per_iteration"]) * int(inputs["group_size"])
     if batch % args.world_size:

@@ -184,8 +184,10 @@ def test_bad_arguments_fail_before_any_model_loads(comfy, tmp_path):
     message, _ = failure(tmp_path, [*comfyui, *output, "--workflow", str(good)], WORLD_SIZE="3", RANK="0",
                          LOCAL_RANK="0")
     assert "do not split over 3 processes" in message and "one of [1, 2, 4]" in message
-    message, _ = failure(tmp_path, [*comfyui, *output, "--workflow", str(good), "--rule", "euler"])
-    assert "rule" in message and "euler" in message  # ComfyUI's own validation of the trainer's inputs
+    message, _ = failure(tmp_path, [*comfyui, *output, "--workflow", str(good), "--rule", "euler",
+                                    "--group-size", "1000"])
+    assert "FlowCPS_GRPOTrainLoRA (node 24) rule = 'euler': not one of cps, cpws, precise" in message
+    assert "group_size = 1000: outside 2…64" in message
     message, _ = failure(tmp_path, [*comfyui, *output, "--workflow", str(good), "--resume"])
     assert "--resume: no checkpoint at" in message
     assert not (tmp_path / "output" / "flow_cps_grpo").exists()  # nothing was created by any of these
