@@ -240,8 +240,8 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
     preset, targets = resolve_targets(lora_targets, model.model.diffusion_model)
     config.lora_targets = targets
     resume = resolve_resume(resume_from, run_name)
-    headless_run = headless.current()  # the command line chose the folder, the same on every rank
-    run_folder = (headless_run.run_folder if headless_run is not None else
+    cli_run = headless.current()  # the command line chose the folder, the same on every rank
+    run_folder = (cli_run.run_folder if cli_run is not None else
                   os.path.dirname(resume) if resume else new_run_folder(run_name))  # resuming continues in place
     if not run_folders.is_run_folder(run_folder, folder_paths.get_output_directory()):  # resolve_resume ensures it
         raise RuntimeError(f"flow-cps: refusing to write a run outside output/flow_cps_grpo/ ({run_folder})")
@@ -308,7 +308,7 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
         save_lora_file(lora_sd, os.path.join(run_folder, "lora_final.safetensors"), lora_metadata(run_info))
         atomic_write(os.path.join(run_folder, "metrics.json"),
                      lambda temporary: _write_json(run_info, temporary))
-        if headless_run is not None:  # the command line has no reward-curve output to show it on
+        if cli_run is not None:  # the command line has no reward-curve output to show it on
             from PIL import Image
             atomic_write(os.path.join(run_folder, "reward_curve.png"), lambda temporary: Image.fromarray(
                 (curve[0] * 255).round().byte().numpy()).save(temporary, format="PNG"))

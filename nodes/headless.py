@@ -110,9 +110,7 @@ def upstream(graph: Dict[str, dict], node_id: str) -> Dict[str, dict]:
         if current_id not in graph:
             raise WorkflowError(f"the workflow links to node {current_id!r}, which it does not contain")
         keep[current_id] = graph[current_id]
-        for value in graph[current_id].get("inputs", {}).values():
-            if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
-                todo.append(value[0])
+        todo += [value[0] for value in graph[current_id].get("inputs", {}).values() if _is_link(value)]
     return {k: graph[k] for k in graph if k in keep}
 
 
@@ -143,17 +141,26 @@ def resolve_model_files(graph: Dict[str, dict], folder_paths) -> List[str]:
     return problems
 
 
+def _is_link(value) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+
+
+def _input_spec(entry) -> tuple:
+    """(kind, options, choices) of one INPUT_TYPES entry; choices: a combo's values (either host's form) or None."""
+    kind, options = entry[0], entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
+    choices = kind if isinstance(kind, (list, tuple)) else options.get("options") if kind == "COMBO" else None
+    return kind, options, choices
+
+
 def input_defaults(node_class) -> Dict[str, object]:
     """Every required input's default (a combo's first option) from the node's INPUT_TYPES."""
     defaults = {}
-    for name, spec in node_class.INPUT_TYPES().get("required", {}).items():
-        kind, options = spec[0], spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    for name, entry in node_class.INPUT_TYPES().get("required", {}).items():
+        _, options, choices = _input_spec(entry)
         if "default" in options:
             defaults[name] = options["default"]
-        elif isinstance(kind, (list, tuple)) and kind:
-            defaults[name] = kind[0]
-        elif isinstance(options.get("options"), (list, tuple)) and options["options"]:
-            defaults[name] = options["options"][0]
+        elif choices:
+            defaults[name] = choices[0]
     return defaults
 
 
@@ -169,10 +176,9 @@ def check_pack_inputs(graph: Dict[str, dict], node_classes: Dict[str, type]) -> 
             if name not in node.get("inputs", {}):
                 continue
             value = node["inputs"][name]
-            if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
-                continue  # a link
-            kind, options = entry[0], entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
-            choices = kind if isinstance(kind, (list, tuple)) else options.get("options") if kind == "COMBO" else None
+            if _is_link(value):
+                continue
+            kind, options, choices = _input_spec(entry)
             where = f"{node['class_type']} (node {node_id}) {name} = {value!r}"
             if choices is not None and value not in choices:
                 problems.append(f"{where}: not one of {', '.join(map(str, choices))}")

@@ -239,8 +239,7 @@ def graph_from_flags(args, nodes_module, headless) -> dict:
         graph["2"] = node(loader, **names, **({"type": args.clip_type} if loader != "TripleCLIPLoader" else {}))
         graph["3"] = node("VAELoader", vae_name=args.vae)
         model, clip, vae = ["1", 0], ["2", 0], ["3", 0]
-    graph["4"] = {"class_type": reward_node(args.reward, args.options)["class_type"],
-                  "inputs": reward_node(args.reward, args.options)["inputs"]}
+    graph["4"] = reward_node(args.reward, args.options)
     graph["5"] = node("EmptyLatentImage", width=args.width or 1024, height=args.height or 1024, batch_size=1)
     trainer = node(TRAINER, model=model, vae=vae, reward=["4", 0], latent=["5", 0], clip=clip)
     if args.monitor:

@@ -136,27 +136,25 @@ export function monitorAxis(monitor) {
   // a monitor's noticeable change (e.g. 2 % grey for paper_haze): the axis spans at least that much either side of
   // the base model, so a flat monitor looks flat rather than being stretched over the whole chart
   if (base !== null && monitor.noticeable) values.push(base - monitor.noticeable, base + monitor.noticeable);
+  return yAxis(spanWithin(values, monitor.range), monitor.range);
+}
+
+// [min, max] of the values, limited to a known [low, high] range (either end may be null = unbounded).
+function spanWithin(values, range) {
   let lo = Math.min(...values);
   let hi = Math.max(...values);
-  const range = monitor.range;
   if (range?.[0] !== null && range?.[0] !== undefined) lo = Math.max(lo, range[0]);
   if (range?.[1] !== null && range?.[1] !== undefined) hi = Math.min(hi, range[1]);
-  if (hi < lo) hi = lo;
-  return yAxis([lo, hi], range);
+  return [lo, Math.max(lo, hi)];
 }
 
 // The y-span of the data (mean ± std, and the held-out reward), limited to the reward's known range.
 export function dataSpan(state) {
   const points = state?.points ?? [];
   if (!points.length) return null;
-  const heldOut = heldOutValues(state);
-  let lo = Math.min(...points.map((p) => p.mean - p.std), ...heldOut);
-  let hi = Math.max(...points.map((p) => p.mean + p.std), ...heldOut);
-  const range = state.range;
-  if (range?.[0] !== null && range?.[0] !== undefined) lo = Math.max(lo, range[0]);
-  if (range?.[1] !== null && range?.[1] !== undefined) hi = Math.min(hi, range[1]);
-  if (hi < lo) hi = lo;
-  return [lo, hi];
+  const values = [...points.map((p) => p.mean - p.std), ...points.map((p) => p.mean + p.std),
+                  ...heldOutValues(state)];
+  return spanWithin(values, state.range);
 }
 
 // One y-range for charts drawn next to each other (the same reward on several trainer nodes): the union of spans.
