@@ -124,7 +124,8 @@ def sample_flow(denoise_fn: DenoiseFn, x: torch.Tensor, times, *, rule: str = "c
                 eta: Union[float, Sequence[float], torch.Tensor, None] = None,
                 window: Optional[Tuple[int, int]] = None, noise: Optional[NoiseFn] = None,
                 seed: Union[int, Sequence[int], None] = None, callback: Optional[Callable] = None,
-                record: bool = False, denoise_last_step: Optional[bool] = None, noise_scale: float = 1.0):
+                record: bool = False, denoise_last_step: Optional[bool] = None, noise_scale: float = 1.0,
+                ode_solver: Optional[Callable] = None):
     """Sample a flow-matching model with one of the step rules of :mod:`samplers.rules`.
 
     ``denoise_fn(x, t)`` returns x̂0 for a float flow time ``t``; ``x`` is already noised to ``times[0]``;
@@ -139,7 +140,11 @@ def sample_flow(denoise_fn: DenoiseFn, x: torch.Tensor, times, *, rule: str = "c
     the ModelNoiseScale node). Every rule's fresh noise and std are multiplied by s and the mean is unchanged, so
     the coefficient-preserving rules keep the scheduled noise t'·s; the recorded std includes s.
     ``callback`` receives ``{"x", "i", "sigma", "sigma_hat", "denoised"}`` once per step (k-diffusion's contract).
-    Returns the final x, or ``(x, Trajectory)`` with ``record=True``.
+    ``ode_solver`` (MixGRPO-Flash, arXiv 2507.21802): a :mod:`samplers.solvers` solver that integrates every run of
+    deterministic steps (outside the window, η = 0, a deterministic last step) in one call, e.g. DPM-Solver++(2M)
+    or a stock ComfyUI sampler; a multistep solver's history starts afresh at each run. Default: the ODE rule.
+    Returns the final x, or ``(x, Trajectory)`` with ``record=True``; a solver's steps are recorded with std 0 and
+    rule ``"ode"``.
     """
     check_rule(rule)
     ts = schedule_times(times)
@@ -155,12 +160,21 @@ def sample_flow(denoise_fn: DenoiseFn, x: torch.Tensor, times, *, rule: str = "c
         noise = StepNoise(seed) if seed is not None else (lambda i, like: torch.randn_like(like, dtype=torch.float32))
     trajectory = Trajectory(times=ts) if record else None
 
-    for i in range(steps):
+    rules = [_step_rule(rule, i, (first, stop), etas[i], ts[i + 1], denoise_last_step) for i in range(steps)]
+    i = 0
+    while i < steps:
+        if ode_solver is not None and rules[i] == "ode":
+            end = i
+            while end < steps and rules[end] == "ode":
+                end += 1
+            x = _solve_run(ode_solver, denoise_fn, x, ts, i, end, callback, trajectory)
+            i = end
+            continue
         t, t_next = ts[i], ts[i + 1]
         denoised = denoise_fn(x, t)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": t, "sigma_hat": t, "denoised": denoised})
-        step_rule = _step_rule(rule, i, (first, stop), etas[i], t_next, denoise_last_step)
+        step_rule = rules[i]
         eps = noise(i, x) if step_rule != "ode" else None
         if eps is not None and noise_scale != 1.0:
             eps = eps * noise_scale
@@ -176,4 +190,31 @@ def sample_flow(denoise_fn: DenoiseFn, x: torch.Tensor, times, *, rule: str = "c
             trajectory.etas.append(etas[i] if step_rule != "ode" else 0.0)
             trajectory.rules.append(step_rule)
         x = x_next
+        i += 1
     return (x, trajectory) if record else x
+
+
+def _solve_run(ode_solver, denoise_fn, x, ts, first: int, end: int, callback, trajectory):
+    """Steps first … end−1 by ``ode_solver`` in one call; records each step's entering latent (from the solver's
+    callback) when ``trajectory`` is given."""
+    entering = []
+
+    def on_step(info):
+        entering.append(info["x"])
+        if callback is not None:
+            callback({**info, "i": first + int(info["i"])})
+
+    x_end = ode_solver(denoise_fn, x, ts[first:end + 1], callback=on_step).to(x.dtype)
+    if trajectory is not None:
+        if len(entering) != end - first:
+            raise RuntimeError(f"the ODE solver reported {len(entering)} steps for a run of {end - first}: it must "
+                               "call its callback once per step (k-diffusion's contract)")
+        for k, latent in enumerate(entering):
+            sample = entering[k + 1] if k + 1 < len(entering) else x_end
+            trajectory.latents.append(latent)
+            trajectory.samples.append(sample)
+            trajectory.means.append(sample.float())
+            trajectory.stds.append(torch.zeros((), dtype=torch.float32))
+            trajectory.etas.append(0.0)
+            trajectory.rules.append("ode")
+    return x_end
