@@ -94,9 +94,14 @@ def test_flow_sde_trains_its_single_noisy_step_and_other_dead_configurations_are
         make_trainer(rule="precise", steps=6, sde_window=(5, 6), timestep_fraction=1.0)
     with pytest.raises(ValueError, match=r"only step with η > 0 is the last one"):
         make_trainer(rule="cps", steps=3, eta=[0.0, 0.0, 0.5], timestep_fraction=1.0)
-    # a sliding window is checked at every position it reaches: (2, 4) of 4 steps with fraction 0.5 trains nothing
-    with pytest.raises(ValueError, match="none of them stochastic"):
-        make_trainer(rule="flow_sde", steps=4, sde_window=(0, 2), sliding_window=True, timestep_fraction=0.5)
+    # a moving window is checked at every position: (2, 4) of 4 steps with fraction 0.5 trains nothing, so the
+    # sliding window skips it; with no position left the configuration is refused
+    trainer = make_trainer(rule="flow_sde", steps=4, sde_window=(0, 2), sliding_window=True, timestep_fraction=0.5)
+    assert trainer.window_positions == [0, 1]
+    assert [trainer.sde_window(k) for k in range(3)] == [(0, 2), (1, 3), (0, 2)]
+    with pytest.raises(ValueError, match=r"no position of the sliding SDE window of 1 step\(s\) has a step to train"):
+        make_trainer(rule="cps", steps=3, eta=[0.0, 0.0, 0.5], sde_window=(0, 1), window_schedule="sliding",
+                     timestep_fraction=1.0)
 
 
 # ----- non-finite values during training ----------------------------------------------------------------------------

@@ -9,6 +9,9 @@ from ._host import samplers
 
 # (field, lower bound, bound allowed, +inf allowed): +inf only where it means "no limit" (no clipping)
 _FLOAT_RANGES = (("shift", 0.0, False, False), ("cfg", None, True, False), ("beta", 0.0, True, False),
+                 ("kl_mask_threshold", 0.0, True, False), ("nft_beta", 0.0, False, False),
+                 ("nft_kl_beta", 0.0, True, False), ("nft_decay_rate", 0.0, True, False),
+                 ("nft_decay_max", 0.0, True, False),
                  ("clip_range", 0.0, False, True), ("advantage_clip", 0.0, False, True),
                  ("advantage_eps", 0.0, False, False), ("min_train_std", 0.0, True, False), ("lr", 0.0, True, False), ("weight_decay", 0.0, True, False),
                  ("max_grad_norm", 0.0, False, True), ("lora_alpha", 0.0, False, False))
@@ -23,6 +26,9 @@ ADVANTAGE_STD_MODES = ("group", "global")
 TIMESTEP_SELECTIONS = ("first", "random")
 TRAIN_DTYPES = ("float32", "bfloat16", "float16")
 KL_KINDS = ("gaussian", "mse")
+WINDOW_SCHEDULES = ("fixed", "sliding", "progressive", "random")
+ALGORITHMS = ("grpo", "diffusion_nft")
+NFT_OLD_POLICIES = ("ema", "snapshot")
 
 
 @dataclass
@@ -36,15 +42,28 @@ class GRPOConfig:
         steps / shift / schedule: the rollout schedule (``samplers.flow_schedule``).
         rule / eta: the step rule and its η (a float or one value per step, e.g. a calibrated schedule).
         sde_window: (first, stop) stochastic steps, ODE elsewhere; ``None`` = all steps stochastic.
-        sliding_window: MixGRPO-style: the window of ``sde_window``'s size moves by ``window_stride`` each
-            iteration (wrapping around).
+        window_schedule (MixGRPO, arXiv 2507.21802): how the window of ``sde_window``'s size moves over the
+            iterations: ``fixed`` (stays), ``sliding`` (``window_stride`` steps later every ``window_shift_every``
+            iterations, wrapping around), ``progressive`` (the same moves from ``sde_window``'s start, but it stops at
+            the last position instead of wrapping: MixGRPO's progressive strategy), ``random`` (a seeded random
+            position each iteration). Moving windows skip positions with no step to train (e.g. only the
+            deterministic step into t = 0). ``sliding_window = True`` is the older spelling of ``sliding``.
+        ode_sampler: the deterministic solver of the steps outside the window: ``euler`` (the ODE rule) or
+            DPM-Solver++(2M) ``dpmpp_2m`` (MixGRPO-Flash); inside ComfyUI any deterministic stock sampler.
         cfg: classifier-free guidance scale used in rollouts and training.
     Objective
         log_prob_kind: ``gaussian`` (per-element mean, flow_grpo/DanceGRPO) or ``cps_eq14`` (FlowCPS).
         kl_kind / beta: ``gaussian`` = mean(Δμ²)/(2σ²) (exact), ``mse`` = mean(Δμ²) (FlowCPS/Precise); β = 0 skips
             the reference forward pass. flow_grpo's KL is the exact one × Δt (its σ excludes √Δt): a β taken from a
             flow_grpo config means the same here divided by the step's Δt (e.g. β 0.04 at Δt 0.1 → 0.4).
-        clip_range: PPO ε (flow_grpo uses 1e-4 with the per-element-mean log-prob).
+        clip_range: PPO ε (flow_grpo uses 1e-4 with the per-element-mean log-prob); inf = no clipping.
+        kl_mask_threshold: FlowDPPO's trust region (Tencent-Hunyuan/UniRL; δ 1e-5 there, 0 = off): a (sample, step)
+            term whose exact KL(old ‖ new) = mean((μ_old − μ_θ)²)/(2σ²) reaches δ is dropped when its ratio already
+            moved the way its advantage pushes. With clip_range = inf it replaces ratio clipping (as in UniRL),
+            else it works beside it.
+        ratio_norm: GRPO-Guard's ratio normalisation (arXiv 2510.22319): the log-ratio becomes
+            σ·Δlog p + mean(Δμ²)/(2σ) = mean(z·Δμ), centred on 0 and on one scale at every step (``gaussian``
+            log-prob only).
         advantage_std: ``group`` (DanceGRPO, Precise) or ``global`` (flow_grpo) std for normalisation;
             advantage_std_ddof / advantage_eps: 0 and 1e-4 (flow_grpo, Precise), 1 and 1e-8 for DanceGRPO's
             ``.std() + 1e-8``.
@@ -58,6 +77,19 @@ class GRPOConfig:
             by 1/std², so one optimizer step drives its ratio to 0 and its KL to ~10, and it alone decides the
             update (the final tone of the image, e.g. a grey haze on the toy). 0 trains it as the references do
             (FlowCPS's eq. 14 log-prob rescales it by 2·std², i.e. almost ignores it).
+        algorithm: ``grpo``, or ``diffusion_nft`` (DiffusionNFT, arXiv 2509.16117; NVlabs/DiffusionNFT): online
+            RL on the forward process. Rollouts (``nft_sampler``) keep only their final latents; each is re-noised
+            at ⌊N·timestep_fraction⌋ of the schedule's times and the LoRA regresses the reward-weighted implicit
+            positive (β·v_θ + (1 − β)·v_old) and negative ((1 + β)·v_old − β·v_θ) policies onto the clean sample,
+            weighted by the optimality probability r = clip(A/advantage_clip/2 + 1/2, 0, 1) (adaptive per-sample
+            x̂0 weighting as in the reference). The old policy samples the rollouts.
+        nft_beta: the guidance strength β of the implicit policies (1.0 in the reference, 0.1 for its OCR task).
+        nft_kl_beta: weight of mean((v_θ − v_ref)²) against the model without the LoRA (1e-4 in the reference).
+        nft_old_policy: ``ema``: after every iteration old ← d·old + (1 − d)·θ with d = min(nft_decay_rate·k,
+            nft_decay_max) after k optimizer steps (the reference's decay type 1: 0.001, 0.5); ``snapshot``: the old
+            policy is the LoRA as the last iteration left it (d = 0).
+        nft_sampler: how DiffusionNFT samples its rollouts: "" = ``rule`` with ``eta`` and the window (any step
+            rule, ``ode`` included), or a solver name (``euler``, ``dpmpp_2m``; inside ComfyUI any stock sampler).
         dense_rewards: DenseGRPO per-step rewards from ODE look-ahead (one extra ODE rollout + reward per step).
     Optimisation
         inner_epochs, gradient_accumulation (an optimizer step every N trained steps, each over the whole batch),
@@ -96,12 +128,17 @@ class GRPOConfig:
     eta: Union[float, Sequence[float], None] = None
     sde_window: Optional[Tuple[int, int]] = None
     sliding_window: bool = False
+    window_schedule: str = "fixed"
     window_stride: int = 1
+    window_shift_every: int = 1
+    ode_sampler: str = "euler"
     cfg: float = 3.0
     log_prob_kind: str = "gaussian"
     kl_kind: str = "gaussian"
     beta: float = 0.1
     clip_range: float = 1e-4
+    kl_mask_threshold: float = 0.0
+    ratio_norm: bool = False
     advantage_std: str = "group"
     advantage_clip: float = 5.0
     advantage_std_ddof: int = 0
@@ -109,6 +146,13 @@ class GRPOConfig:
     timestep_selection: str = "first"
     timestep_fraction: float = 0.99
     dense_rewards: bool = False
+    algorithm: str = "grpo"
+    nft_beta: float = 1.0
+    nft_kl_beta: float = 1e-4
+    nft_old_policy: str = "ema"
+    nft_decay_rate: float = 0.001
+    nft_decay_max: float = 0.5
+    nft_sampler: str = ""
     min_train_std: float = 0.01
     inner_epochs: int = 1
     gradient_accumulation: int = 1
@@ -132,6 +176,8 @@ class GRPOConfig:
     checkpoint_every: int = 0
 
     def __post_init__(self):
+        if self.sliding_window and self.window_schedule == "fixed":
+            self.window_schedule = "sliding"
         self.validate()
 
     def validate(self) -> None:
@@ -154,6 +200,31 @@ class GRPOConfig:
             bad("advantage_std", self.advantage_std, ADVANTAGE_STD_MODES)
         if self.timestep_selection not in TIMESTEP_SELECTIONS:
             bad("timestep_selection", self.timestep_selection, TIMESTEP_SELECTIONS)
+        if self.window_schedule not in WINDOW_SCHEDULES:
+            bad("window_schedule", self.window_schedule, WINDOW_SCHEDULES)
+        if self.sliding_window and self.window_schedule != "sliding":
+            raise ValueError(f"GRPOConfig: sliding_window = True contradicts window_schedule = "
+                             f"{self.window_schedule!r}; set only window_schedule")
+        self.sliding_window = self.window_schedule == "sliding"
+        if not isinstance(self.ode_sampler, str) or not self.ode_sampler:
+            raise ValueError(f"GRPOConfig.ode_sampler must be a sampler name (e.g. 'euler', 'dpmpp_2m'), got "
+                             f"{self.ode_sampler!r}")
+        if self.algorithm not in ALGORITHMS:
+            bad("algorithm", self.algorithm, ALGORITHMS)
+        if self.nft_old_policy not in NFT_OLD_POLICIES:
+            bad("nft_old_policy", self.nft_old_policy, NFT_OLD_POLICIES)
+        if not isinstance(self.nft_sampler, str):
+            raise ValueError(f"GRPOConfig.nft_sampler must be a sampler name or '' (the rule), got "
+                             f"{self.nft_sampler!r}")
+        if self.nft_decay_max >= 1:
+            raise ValueError(f"GRPOConfig.nft_decay_max must be below 1 (1 would freeze the old policy), got "
+                             f"{self.nft_decay_max!r}")
+        if self.ratio_norm and self.log_prob_kind != "gaussian":
+            raise ValueError("GRPOConfig.ratio_norm (GRPO-Guard) normalises the per-element Gaussian log-ratio: use "
+                             "log_prob_kind 'gaussian' with it")
+        if self.algorithm == "diffusion_nft" and self.dense_rewards:
+            raise ValueError("GRPOConfig: DiffusionNFT keeps no trajectory, so it has no per-step (dense) rewards: "
+                             "turn dense_rewards off or use algorithm 'grpo'")
         if self.kl_kind not in KL_KINDS:
             bad("kl_kind", self.kl_kind, KL_KINDS)
         if not 0 < self.timestep_fraction <= 1:
@@ -198,7 +269,7 @@ class GRPOConfig:
                                  + _RANGE_HINTS.get(name, ""))
         if len(self.adam_betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.adam_betas):
             raise ValueError(f"GRPOConfig.adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
-        for name in ("steps", "lora_rank", "window_stride"):
+        for name in ("steps", "lora_rank", "window_stride", "window_shift_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"GRPOConfig.{name} must be a whole number >= 1, got {value!r}")

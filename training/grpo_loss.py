@@ -1,6 +1,7 @@
 """GRPO maths: group-normalised advantages and the clipped policy objective (reference §3)."""
 from __future__ import annotations
 
+import math
 from typing import Dict, Optional
 
 import torch
@@ -39,19 +40,60 @@ def group_advantages(rewards: torch.Tensor, group_size: int, *, std_mode: str = 
 
 
 def clipped_policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
-                        clip_range: float) -> Dict[str, torch.Tensor]:
-    """PPO/GRPO clipped objective: mean(max(−A·r, −A·clip(r, 1−ε, 1+ε))) with r = exp(logp − logp_old).
+                        clip_range: float, keep: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    """PPO/GRPO clipped objective: mean(max(−A·r, −A·clip(r, 1−ε, 1+ε))) with r = exp(logp − logp_old); see
+    :func:`policy_loss_from_log_ratio` (``keep``: the trust-region mask)."""
+    return policy_loss_from_log_ratio(log_prob - old_log_prob, advantages, clip_range, keep)
 
-    Returns the loss and detached statistics (ratio mean/min/max, fraction of clipped terms).
-    """
-    ratio = torch.exp(log_prob - old_log_prob)
+
+def policy_loss_from_log_ratio(log_ratio: torch.Tensor, advantages: torch.Tensor, clip_range: float,
+                               keep: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    """mean(max(−A·r, −A·clip(r, 1−ε, 1+ε))) with r = exp(log_ratio); ε = inf is no clipping. ``keep`` [B] (bool)
+    zeroes the terms it marks False (FlowDPPO's trust region, :func:`trust_region_keep`); they still count in the
+    mean, as in UniRL. Returns the loss and detached statistics (ratio mean/min/max, the fraction of clipped terms
+    and of masked ones)."""
+    ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
-    loss = torch.maximum(unclipped, clipped).mean()
+    if math.isinf(clip_range):
+        terms = unclipped
+    else:
+        terms = torch.maximum(unclipped, -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range))
+    if keep is not None:
+        terms = torch.where(keep, terms, torch.zeros_like(terms))
+    loss = terms.mean()
     with torch.no_grad():
         clip_fraction = ((ratio - 1.0).abs() > clip_range).float().mean()
+        masked = (~keep).float().mean() if keep is not None else torch.zeros(())
     return {"loss": loss, "ratio_mean": ratio.detach().mean(), "ratio_min": ratio.detach().min(),
-            "ratio_max": ratio.detach().max(), "clip_fraction": clip_fraction}
+            "ratio_max": ratio.detach().max(), "clip_fraction": clip_fraction, "masked_fraction": masked}
+
+
+def transition_kl(old_mean: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """[B] exact KL(old ‖ new) of two Gaussian steps with equal std, per element (FlowDPPO, UniRL's
+    ``flowdppo.py``): mean over elements of (μ_old − μ_θ)²/(2σ²)."""
+    per_element = (old_mean.float() - mean.float()) ** 2 / (2 * std.float() ** 2)
+    return per_element.flatten(1).mean(dim=1)
+
+
+def trust_region_keep(kl: torch.Tensor, log_ratio: torch.Tensor, advantages: torch.Tensor,
+                      threshold: float) -> torch.Tensor:
+    """FlowDPPO's mask [B]: a (sample, step) term whose KL(old ‖ new) reaches ``threshold`` δ is dropped when its
+    ratio has already moved the way its advantage pushes (r > 1 with A > 0, r < 1 with A < 0); a term moving back
+    towards the old policy is kept whatever its KL (UniRL ``flowdppo.py``)."""
+    with torch.no_grad():
+        outside = kl >= threshold
+        further = ((log_ratio > 0) & (advantages > 0)) | ((log_ratio < 0) & (advantages < 0))
+        return ~(outside & further)
+
+
+def guard_log_ratio(sample: torch.Tensor, mean: torch.Tensor, old_mean: torch.Tensor,
+                    std: torch.Tensor) -> torch.Tensor:
+    """GRPO-Guard's normalised log-ratio (arXiv 2510.22319, as in Flow-Factory's ``GRPOGuardTrainer``) [B]:
+    σ·(log p_θ − log p_old) + mean(Δμ²)/(2σ) for the per-element-mean Gaussian log-prob, which equals
+    mean(z ⊙ (μ_θ − μ_old)) with z = (x − μ_old)/σ ~ N(0, 1): the −‖Δμ‖²/(2σ²) shift that pulls every ratio below 1
+    is removed and the step's 1/σ scale with it, so one clip range fits every step."""
+    z = (sample.float() - old_mean.float()) / std.float()
+    return (z * (mean.float() - old_mean.float())).flatten(1).mean(dim=1)
 
 
 def dense_step_rewards(step_rewards: torch.Tensor) -> torch.Tensor:

@@ -46,7 +46,8 @@ def evaluate_held_out(trainer, monitor_fn: Optional[Callable]) -> dict:
             x = trainer.initial_noise(seeds[rows]) * (float(trainer.times[0]) * trainer.noise_scale)
             noise = samplers.StepNoise([samplers.derive_seed(s, MONITOR_STREAM) for s in seeds[rows]])
             final = samplers.sample_flow(lambda x_t, t: trainer.denoise(x_t, t, cond), x, trainer.times,
-                                         rule=c.rule, eta=trainer.etas, window=trainer.sde_window(0), noise=noise)
+                                         rule=c.rule, eta=trainer.etas, window=trainer.sde_window(0), noise=noise,
+                                         ode_solver=trainer.ode_solver)
             decoded = trainer.policy.decode(final)
             images.append(decoded)
             reward.append(evaluate_reward(trainer.reward_fn, decoded, prompts[rows]).rewards.float().cpu())

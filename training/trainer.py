@@ -38,7 +38,8 @@ from ._host import plots, samplers
 from .checkpointing import checkpoint_blocks
 from .ema import LoRAEMA
 from .grpo_config import GRPOConfig
-from .grpo_loss import clipped_policy_loss, dense_step_rewards, group_advantages
+from .grpo_loss import (dense_step_rewards, group_advantages, guard_log_ratio, policy_loss_from_log_ratio,
+                        transition_kl, trust_region_keep)
 from .monitor import evaluate_held_out
 from .rewards.base import evaluate_reward
 
@@ -47,7 +48,8 @@ from .rewards.base import evaluate_reward
 # Not here, free to change on resume: iterations, checkpoint_every, the optimizer's settings (the ones set now win)
 # and the scale settings whose update is the same (batch sizes, gradient checkpointing, reward overlap).
 RUN_SETTINGS = ("prompts", "prompts_per_iteration", "group_size", "steps", "shift", "schedule", "rule", "eta",
-                "sde_window", "sliding_window", "window_stride", "cfg", "log_prob_kind", "kl_kind", "beta",
+                "sde_window", "sliding_window", "window_schedule", "window_stride", "window_shift_every",
+                "ode_sampler", "cfg", "log_prob_kind", "kl_kind", "beta",
                 "clip_range", "advantage_std", "advantage_clip", "advantage_std_ddof", "advantage_eps",
                 "timestep_selection", "timestep_fraction", "dense_rewards", "inner_epochs", "gradient_accumulation",
                 "train_dtype", "lora_rank", "lora_alpha", "lora_targets", "seed")
@@ -55,6 +57,7 @@ RUN_SETTINGS = ("prompts", "prompts_per_iteration", "group_size", "steps", "shif
 _INIT_NOISE_STREAM = 0x1A17
 _STEP_NOISE_STREAM = 0x57E9
 _SELECTION_STREAM = 0x5E1E
+_WINDOW_STREAM = 0x3170
 
 
 @dataclass
@@ -162,6 +165,7 @@ class GRPOTrainer:
                                  f"{config.steps}), got {self.times.tolist()}")
         self.etas = samplers.loop.per_step_eta(config.rule, config.eta, config.steps)
         self.noise_scale = float(getattr(policy, "noise_scale", 1.0))
+        self.ode_solver = self.resolve_solver(config.ode_sampler, deterministic=True)
         self.checkpointed_modules = []
         if config.gradient_checkpointing:
             find = getattr(policy, "checkpoint_modules", None)
@@ -179,19 +183,38 @@ class GRPOTrainer:
                              f"{self.world.size} ranks")
 
     def check_trainable_steps(self) -> None:
-        """Refuse, before any rollout, a configuration that leaves no stochastic step to train in some iteration."""
+        """Refuse, before any rollout, a configuration that leaves no stochastic step to train in some iteration; a
+        moving window keeps only the positions that have one (``window_positions``)."""
         c = self.config
-        windows = [self.sde_window(0)]
-        if c.sde_window is not None and c.sliding_window:
-            size = c.sde_window[1] - c.sde_window[0]
-            windows = [(k, k + size) for k in range(c.steps - size + 1)]
-        for window in windows:
-            stochastic = samplers.loop.stochastic_steps(self.times, rule=c.rule, eta=self.etas, window=window)
-            if not stochastic:
-                raise ValueError("GRPO has nothing to train: " + self._no_stochastic_step_reason(window))
-            stochastic = self.trainable_steps(stochastic, window)
-            if c.timestep_selection == "first":
-                self._first_steps(stochastic)
+        self.window_positions = None
+        if c.sde_window is None or c.window_schedule == "fixed":
+            self._check_window(self.sde_window(0))
+            return
+        size = c.sde_window[1] - c.sde_window[0]
+        positions, reasons = [], []
+        for start in range(c.steps - size + 1):
+            try:
+                self._check_window((start, start + size))
+                positions.append(start)
+            except ValueError as e:
+                reasons.append(f"({start}, {start + size}): {e}")
+        if not positions:
+            raise ValueError(f"no position of the {c.window_schedule} SDE window of {size} step(s) has a step to "
+                             "train: " + reasons[0])
+        self.window_positions = positions
+        skipped = c.steps - size + 1 - len(positions)
+        if skipped:
+            self.log(f"the {c.window_schedule} SDE window skips {skipped} position(s) with no step to train; it moves "
+                     f"over starts {positions}")
+
+    def _check_window(self, window) -> None:
+        c = self.config
+        stochastic = samplers.loop.stochastic_steps(self.times, rule=c.rule, eta=self.etas, window=window)
+        if not stochastic:
+            raise ValueError("GRPO has nothing to train: " + self._no_stochastic_step_reason(window))
+        stochastic = self.trainable_steps(stochastic, window)
+        if c.timestep_selection == "first":
+            self._first_steps(stochastic)
 
     def _no_stochastic_step_reason(self, window) -> str:
         c = self.config
@@ -241,6 +264,17 @@ class GRPOTrainer:
                          f"0–{limit - 1}, none of them stochastic (stochastic: {stochastic}): raise "
                          "timestep_fraction or move the SDE window earlier")
 
+    def resolve_solver(self, name: str, deterministic: bool):
+        """A solver callable for a sampler name (see samplers.solvers): None for ``euler`` when deterministic (the
+        ODE rule itself); the policy's ``stock_sampler(name, deterministic)`` when it has one (ComfyUI's samplers),
+        else the pure-torch solvers."""
+        if deterministic and name == "euler":
+            return None
+        stock = getattr(self.policy, "stock_sampler", None)
+        if stock is not None:
+            return stock(name, deterministic=deterministic)
+        return samplers.solvers.solver(name)
+
     # ----- what one iteration uses -------------------------------------------------------------------------
     def iteration_prompts(self, iteration: int) -> List[str]:
         """All samples' prompts of an iteration (group by group), before splitting over ranks."""
@@ -254,15 +288,26 @@ class GRPOTrainer:
         return slice(self.world.rank * per_rank, (self.world.rank + 1) * per_rank)
 
     def sde_window(self, iteration: int):
+        """The (first, stop) stochastic steps of an iteration under ``config.window_schedule`` (MixGRPO's window
+        strategies), None when every step is stochastic."""
         c = self.config
         if c.sde_window is None:
             return None
         first, stop = c.sde_window
-        if not c.sliding_window:
-            return first, stop
         size = stop - first
-        offset = (first + iteration * c.window_stride) % (c.steps - size + 1)
-        return offset, offset + size
+        positions = self.window_positions
+        if c.window_schedule == "fixed" or positions is None:
+            return first, stop
+        start = next((k for k, p in enumerate(positions) if p >= first), len(positions) - 1)
+        moves = (iteration // c.window_shift_every) * c.window_stride
+        if c.window_schedule == "sliding":
+            index = (start + moves) % len(positions)
+        elif c.window_schedule == "progressive":
+            index = min(start + moves, len(positions) - 1)
+        else:  # random
+            generator = torch.Generator().manual_seed(samplers.derive_seed(c.seed, iteration, _WINDOW_STREAM))
+            index = int(torch.randint(len(positions), (1,), generator=generator))
+        return positions[index], positions[index] + size
 
     def sample_seeds(self, iteration: int, indices) -> List[int]:
         return [samplers.derive_seed(self.config.seed, iteration, j) for j in indices]
@@ -309,18 +354,12 @@ class GRPOTrainer:
         try:
             for rows in self.micro_batches(len(prompts), c.sample_batch_size):
                 cond = cond_all[rows]
-                x = self.initial_noise(seeds[rows]) * (float(self.times[0]) * self.noise_scale)
-                final, trajectory = samplers.sample_flow(
-                    lambda x_t, t: self.denoise(x_t, t, cond), x, self.times, rule=c.rule, eta=self.etas,
-                    window=self.sde_window(iteration), record=True, noise_scale=self.noise_scale,
-                    noise=samplers.StepNoise([samplers.derive_seed(s, _STEP_NOISE_STREAM) for s in seeds[rows]]))
+                final, chunk = self.sample_chunk(iteration, rows, cond, seeds[rows])
                 decoded = self.policy.decode(final)
                 broken = self._non_finite_rollout(final, decoded, rows)
                 if broken is not None:
                     break  # not scored: a reward must never see NaN images
-                old = {i: samplers.log_prob(trajectory.samples[i], trajectory.means[i], trajectory.stds[i],
-                                            kind=c.log_prob_kind) for i in trajectory.stochastic_steps}
-                chunks.append(Chunk(rows, cond, trajectory, old))
+                chunks.append(chunk)
                 images.append(decoded)
                 if pool is not None:
                     scored.append(pool.submit(self._timed_reward, decoded, prompts[rows]))
@@ -347,6 +386,18 @@ class GRPOTrainer:
             blocked += time.perf_counter() - start
         return Rollout(prompts, chunks, torch.cat(images), rewards, step_rewards, reward_seconds=reward_seconds,
                        blocked_seconds=blocked)
+
+    def sample_chunk(self, iteration: int, rows: slice, cond, seeds: List[int]):
+        """(final latents, Chunk) of one rollout micro-batch: the trajectory and its log-probs, for GRPO."""
+        c = self.config
+        x = self.initial_noise(seeds) * (float(self.times[0]) * self.noise_scale)
+        final, trajectory = samplers.sample_flow(
+            lambda x_t, t: self.denoise(x_t, t, cond), x, self.times, rule=c.rule, eta=self.etas,
+            window=self.sde_window(iteration), record=True, noise_scale=self.noise_scale, ode_solver=self.ode_solver,
+            noise=samplers.StepNoise([samplers.derive_seed(s, _STEP_NOISE_STREAM) for s in seeds]))
+        old = {i: samplers.log_prob(trajectory.samples[i], trajectory.means[i], trajectory.stds[i],
+                                    kind=c.log_prob_kind) for i in trajectory.stochastic_steps}
+        return final, Chunk(rows, cond, trajectory, old)
 
     @staticmethod
     def _non_finite_rollout(final: torch.Tensor, decoded: torch.Tensor, rows: slice):
@@ -389,7 +440,7 @@ class GRPOTrainer:
         columns = []
         for i, latent in enumerate(trajectory.latents):
             completed = samplers.sample_flow(lambda x_t, t: self.denoise(x_t, t, cond), latent, self.times[i:],
-                                             rule="ode")
+                                             rule="ode", ode_solver=self.ode_solver)
             columns.append(self._reward(self.policy.decode(completed), prompts))
             self._restore_model()
         return torch.stack(columns + [final_rewards], dim=1)
@@ -457,18 +508,33 @@ class GRPOTrainer:
         return x, mean, std * self.noise_scale
 
     def _old_log_probs(self, rollout: Rollout, steps: List[int], batches: List[slice], conds) -> Dict[int, list]:
-        """Log-probs of the behaviour policy in the training micro-batches: the rollout's own when they are its
-        micro-batches; else recomputed before any update (a model's output can depend on the batch it runs in, and
-        the first update must be exactly on-policy)."""
+        """Per trained step and training micro-batch, ``(log-prob, mean)`` of the behaviour policy: the rollout's own
+        when the batches are its micro-batches; else recomputed before any update (a model's output can depend on
+        the batch it runs in, and the first update must be exactly on-policy)."""
         if [(b.start, b.stop) for b in batches] == [(ch.rows.start, ch.rows.stop) for ch in rollout.chunks]:
-            return {i: [chunk.old_log_probs[i] for chunk in rollout.chunks] for i in steps}
+            return {i: [(chunk.old_log_probs[i], chunk.trajectory.means[i]) for chunk in rollout.chunks]
+                    for i in steps}
         old = {}
         with torch.no_grad(), self.train_mode():
             for i in steps:
-                old[i] = [samplers.log_prob(self.rows(rollout, "samples", i, rows),
-                                            *self._transition(rollout, i, rows, cond)[1:],
-                                            kind=self.config.log_prob_kind) for rows, cond in zip(batches, conds)]
+                old[i] = []
+                for rows, cond in zip(batches, conds):
+                    _, mean, std = self._transition(rollout, i, rows, cond)
+                    old[i].append((samplers.log_prob(self.rows(rollout, "samples", i, rows), mean, std,
+                                                     kind=self.config.log_prob_kind), mean.detach()))
         return old
+
+    def policy_objective(self, sample, mean, std, old_log_prob, old_mean, advantages) -> dict:
+        """The clipped objective of one (step, micro-batch), with GRPO-Guard's ratio normalisation and FlowDPPO's
+        trust-region mask when they are on."""
+        c = self.config
+        log_prob = samplers.log_prob(sample, mean, std, kind=c.log_prob_kind)
+        log_ratio = (guard_log_ratio(sample, mean, old_mean, std) if c.ratio_norm else log_prob - old_log_prob)
+        keep = None
+        if c.kl_mask_threshold > 0:
+            keep = trust_region_keep(transition_kl(old_mean, mean.detach(), std), log_ratio.detach(), advantages,
+                                     c.kl_mask_threshold)
+        return policy_loss_from_log_ratio(log_ratio, advantages, c.clip_range, keep)
 
     def train_on(self, rollout: Rollout, advantages: torch.Tensor, steps: List[int]) -> dict:
         """Gradient accumulation over (trained step, training micro-batch) pairs: each pair's loss is weighted by its
@@ -487,16 +553,16 @@ class GRPOTrainer:
         self._bad_loss = None  # the first non-finite loss; its NaN gradients stop the optimizer step on every rank
         for _ in range(c.inner_epochs):
             for i in steps:
-                step_stats = {"loss": 0.0, "kl": 0.0, "ratio_mean": 0.0, "clip_fraction": 0.0,
+                step_stats = {"loss": 0.0, "kl": 0.0, "ratio_mean": 0.0, "clip_fraction": 0.0, "masked_fraction": 0.0,
                               "ratio_min": float("inf"), "ratio_max": float("-inf")}
                 for k, (rows, cond) in enumerate(zip(batches, conds)):
                     share = (rows.stop - rows.start) / total
                     with self.train_mode():
                         _, mean, std = self._transition(rollout, i, rows, cond)
-                        log_prob = samplers.log_prob(self.rows(rollout, "samples", i, rows), mean, std,
-                                                     kind=c.log_prob_kind)
                         adv = advantages[rows, i] if advantages.dim() == 2 else advantages[rows]
-                        out = clipped_policy_loss(log_prob, old[i][k], adv.to(log_prob.device), c.clip_range)
+                        old_log_prob, old_mean = old[i][k]
+                        out = self.policy_objective(self.rows(rollout, "samples", i, rows), mean, std, old_log_prob,
+                                                    old_mean, adv.to(mean.device))
                         loss = out["loss"]
                         kl = torch.zeros(())
                         if c.beta > 0:
@@ -514,6 +580,7 @@ class GRPOTrainer:
                     step_stats["kl"] += float(kl.detach()) * share
                     step_stats["ratio_mean"] += float(out["ratio_mean"]) * share
                     step_stats["clip_fraction"] += float(out["clip_fraction"]) * share
+                    step_stats["masked_fraction"] += float(out["masked_fraction"]) * share
                     step_stats["ratio_min"] = min(step_stats["ratio_min"], float(out["ratio_min"]))
                     step_stats["ratio_max"] = max(step_stats["ratio_max"], float(out["ratio_max"]))
                 per_step.append(step_stats)
@@ -532,6 +599,8 @@ class GRPOTrainer:
             "first_ratio_mean": per_step[0]["ratio_mean"], "first_ratio_min": per_step[0]["ratio_min"],
             "first_ratio_max": per_step[0]["ratio_max"], "first_kl": per_step[0]["kl"] if measured else None,
             "clip_fraction": sum(s["clip_fraction"] for s in per_step) / n,
+            **({"masked_fraction": sum(s["masked_fraction"] for s in per_step) / n} if c.kl_mask_threshold > 0
+               else {}),
             "grad_norm": max(grad_norms) if grad_norms else 0.0,
             "train_micro_batches": len(batches),
         }
@@ -581,12 +650,15 @@ class GRPOTrainer:
             raise
         if self.ema is not None:
             self.ema.update()
+        self.after_update(train_stats)
         done = time.perf_counter()
         held_out = self.held_out(iteration)
         all_rewards = self.world.gather(rollout.rewards)
         metrics = {
             "iteration": iteration, "reward_mean": float(all_rewards.mean()), "reward_std": float(all_rewards.std()),
-            "trained_steps": steps, **train_stats,
+            "trained_steps": steps, **train_stats, "algorithm": self.config.algorithm,
+            "sde_window": list(window) if (window := self.sde_window(iteration)) is not None else None,
+            "rollout_bytes_per_sample": sum(self.stored_bytes(ch) for ch in rollout.chunks) / len(rollout.prompts),
             "time_rollout": rolled - start - rollout.blocked_seconds, "time_reward": rollout.reward_seconds,
             "time_train": done - rolled,
         }
@@ -602,7 +674,9 @@ class GRPOTrainer:
         self.history.append(metrics)
         kl = "off (β = 0)" if metrics["kl"] is None else f"{metrics['kl']:.2e}"
         self.log(f"iteration {iteration}: reward {metrics['reward_mean']:.4f} ± {metrics['reward_std']:.4f}, "
-                 f"loss {metrics['loss']:.3e}, kl {kl}, clip {metrics['clip_fraction']:.2f}, "
+                 f"loss {metrics['loss']:.3e}, kl {kl}"
+                 + (f", clip {metrics['clip_fraction']:.2f}" if metrics["clip_fraction"] is not None else "")
+                 + (f", masked {metrics['masked_fraction']:.2f}" if "masked_fraction" in metrics else "") + ", "
                  f"time rollout/reward/train {metrics['time_rollout']:.2f}/{metrics['time_reward']:.2f}/"
                  f"{metrics['time_train']:.2f} s"
                  + (f", dense rewards: {metrics['dense_extra_reward_calls']} extra ODE rollouts + reward calls"
@@ -611,6 +685,17 @@ class GRPOTrainer:
                     + (f", monitor {held_out['monitor']:.4f}" if held_out["monitor"] is not None else "")
                     if held_out is not None else ""))
         return metrics
+
+    def after_update(self, metrics: dict) -> None:
+        """After an iteration's optimizer steps and the EMA update (DiffusionNFT moves its old policy here)."""
+
+    @staticmethod
+    def stored_bytes(chunk) -> int:
+        """Bytes a rollout micro-batch keeps for training (its trajectory and log-probs)."""
+        tensors = [t for field in ("latents", "samples", "means", "stds") for t in getattr(chunk.trajectory, field)]
+        tensors += list(chunk.old_log_probs.values())
+        unique = {(t.data_ptr(), t.numel() * t.element_size()) for t in tensors}  # samples[i] is latents[i + 1]
+        return sum(size for _, size in unique)
 
     def held_out(self, iteration: Optional[int]) -> Optional[dict]:
         """The drift monitor's scores of what would be saved now, when due (``iteration`` None = the base model, before
