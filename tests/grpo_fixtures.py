@@ -4,7 +4,7 @@ import torch
 from training.grpo_config import GRPOConfig
 from training.lora import LoRANetwork
 from training.policy import VelocityModelPolicy
-from training.trainer import GRPOTrainer
+from training.nft import make_trainer as trainer_for
 
 
 class TinyBlock(torch.nn.Module):
@@ -60,4 +60,4 @@ def make_trainer(**overrides):
     settings = dict(prompts=["bright", "dark"], prompts_per_iteration=2, group_size=4, steps=6, rule="cps",
                     cfg=2.0, iterations=3, lr=1e-2, clip_range=0.2, seed=3)
     settings.update(overrides)
-    return GRPOTrainer(policy, brightness, GRPOConfig(**settings))
+    return trainer_for(policy, brightness, GRPOConfig(**settings))  # GRPOTrainer, or NFTTrainer for diffusion_nft
