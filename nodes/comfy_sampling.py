@@ -7,7 +7,10 @@ import comfy.k_diffusion.sampling as k_diffusion_sampling
 import comfy.model_sampling
 import comfy.samplers
 
+import torch
+
 from ..samplers import DEFAULT_ETA, sample_flow
+from ..samplers.solvers import DETERMINISTIC_STOCK_SAMPLERS
 
 # KSampler dropdown name → step rule
 KSAMPLER_RULES = {
@@ -130,3 +133,40 @@ def ksampler_object(sampler_name: str, eta: float | None = None):
     if eta is None or not sampler_accepts_eta(sampler_name):
         return comfy.samplers.sampler_object(sampler_name)
     return comfy.samplers.ksampler(sampler_name, {"eta": eta})
+
+
+class _SolverModel:
+    """What a k-diffusion sampler function calls: ``model(x, sigma, **extra) -> x̂0`` through the trainer's denoise
+    (per-prompt conditioning, CFG, LoRA as enabled), with ``inner_model`` the guider as in ``KSamplerX0Inpaint``
+    (samplers read the model's sampling from it)."""
+
+    def __init__(self, denoise_fn, guider):
+        self.denoise_fn, self.inner_model = denoise_fn, guider
+
+    def __call__(self, x, sigma, **extra_args):
+        return self.denoise_fn(x, float(sigma.flatten()[0]))
+
+
+def stock_solver(guider, name: str, deterministic: bool):
+    """A ComfyUI stock sampler as a samplers.solvers solver ``(denoise_fn, x, times, callback, seed) -> x``: its own
+    sampler function (``comfy.samplers.sampler_object``) on these sigmas, from x as given (already at times[0]).
+    ``deterministic`` (outside a MixGRPO window) admits only the ODE solvers."""
+    if name not in comfy.samplers.KSAMPLER_NAMES:
+        raise ValueError(f"unknown sampler {name!r} for the trainer; this ComfyUI has: "
+                         f"{', '.join(comfy.samplers.KSAMPLER_NAMES)}")
+    if deterministic and name not in DETERMINISTIC_STOCK_SAMPLERS:
+        raise ValueError(f"{name!r} draws noise, so it cannot integrate the deterministic steps outside the SDE window: "
+                         f"choose one of {', '.join(n for n in DETERMINISTIC_STOCK_SAMPLERS if n in comfy.samplers.KSAMPLER_NAMES)}")
+    if name.endswith("_cfg_pp"):
+        raise ValueError(f"{name!r} changes the guidance itself, which the trainer applies: choose the sampler without "
+                         "_cfg_pp")
+    sampler = comfy.samplers.sampler_object(name)
+
+    def solve(denoise_fn, x, times, callback=None, seed=None):
+        sigmas = torch.tensor([float(t) for t in times], dtype=torch.float32, device=x.device)
+        extra = {} if seed is None else {"seed": int(seed)}
+        return sampler.sampler_function(_SolverModel(denoise_fn, guider), x, sigmas, extra_args=extra,
+                                        callback=callback, disable=True, **sampler.extra_options)
+
+    solve.__name__ = f"comfy_{name}"
+    return solve

@@ -22,7 +22,7 @@ from comfy.weight_adapter.base import WeightAdapterTrainBase
 from ..training.checkpointing import model_blocks
 from ..training.run_folders import checkpoint_dir
 from ..training.saved_tensors import private_saved_activations
-from .comfy_sampling import noise_scale
+from .comfy_sampling import noise_scale, stock_solver
 from .host_compat import DEEPCOPY, autograd_kernels, trainable_copy_strategy
 
 
@@ -168,6 +168,11 @@ class ComfyPolicy:
 
     def reference(self):
         return self.lora.disabled()
+
+    def stock_sampler(self, name: str, deterministic: bool):
+        """ComfyUI's own sampler ``name`` as the trainer's solver (MixGRPO's ODE outside the window, DiffusionNFT's
+        rollouts)."""
+        return stock_solver(self.guider, name, deterministic)
 
     @property
     def noise_scale(self) -> float:

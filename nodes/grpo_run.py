@@ -20,6 +20,7 @@ from ..training import run_folders
 from ..training.calibration import calibrate_exploration
 from ..training.checkpoint import CHECKPOINT_NAME, atomic_write
 from ..training.grpo_config import GRPOConfig
+from ..training.nft import make_trainer as make_trainer_for
 from ..training.rewards import weight_free_reward
 from ..training.toy_model import ToyDiT
 from ..training.toy_prompts import encode_prompts as toy_encode
@@ -253,7 +254,11 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
                 "value_range": reward_value_range(reward), "ema_decay": config.ema_decay,
                 "monitor": getattr(monitor, "name", None) if monitor is not None else None,
                 "monitor_range": reward_value_range(monitor) if monitor is not None else None,
-                "monitor_samples": config.monitor_samples}
+                "monitor_samples": config.monitor_samples, "algorithm": config.algorithm,
+                "sde_window": config.sde_window, "window_schedule": config.window_schedule,
+                "ode_sampler": config.ode_sampler, "kl_mask_threshold": config.kl_mask_threshold,
+                "ratio_norm": config.ratio_norm, "clip_range": config.clip_range,
+                "nft_sampler": config.nft_sampler if config.algorithm == "diffusion_nft" else None}
 
     with torch.inference_mode(False), torch.enable_grad():
         conds = prompt_conditioning(prompts, negative_text, clip, model, positive, negative)
@@ -293,7 +298,7 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
         trainers, chart = [], {}
 
         def make_trainer(policy):
-            trainers.append(GRPOTrainer(policy, reward, config, log=log.info, times=sigmas, monitor=monitor))
+            trainers.append(make_trainer_for(policy, reward, config, log=log.info, times=sigmas, monitor=monitor))
             return trainers[-1]
 
         host = HostRun(make_trainer=make_trainer, prompts=conds, vae=vae, lora=lora, run=run)
@@ -302,7 +307,8 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
         if trainers[-1].monitor_baseline is not None:
             run_info["monitor_baseline"] = dict(trainers[-1].monitor_baseline)
 
-    curve = reward_curve(run_info["history"], f"GRPO reward ({config.rule}, {run_info['reward']})",
+    what = "DiffusionNFT" if config.algorithm == "diffusion_nft" else "GRPO"
+    curve = reward_curve(run_info["history"], f"{what} reward ({config.rule}, {run_info['reward']})",
                          run_info["value_range"])
     if headless.writes_files():
         save_lora_file(lora_sd, os.path.join(run_folder, "lora_final.safetensors"), lora_metadata(run_info))

@@ -17,6 +17,7 @@ from ..training.latent_shape import rollout_latent_shape
 from ..training.toy_model import PIXELS_PER_LATENT
 from . import headless
 from .lora_presets import AUTO, PRESETS
+from .method_nodes import MethodType
 from .grpo_run import (calibrate_exploration_in_comfy, is_toy_model, lora_metadata, save_lora_file,
                        train_lora_grpo)
 from .reward_nodes import RewardType
@@ -212,6 +213,11 @@ class GRPOTrainLoRA(io.ComfyNode):
                                          "samples of the LoRA that is saved (its EMA) are scored with it and with the "
                                          "reward, logged and kept in run_info; the previews show them. The toy model "
                                          "uses paper_haze when nothing is connected."),
+                MethodType.Input("method", optional=True,
+                                 tooltip="A training-method node: GRPO Method: MixGRPO Window (stochastic window, "
+                                         "stock solver outside it), Trust Region (FlowDPPO KL mask, GRPO-Guard) or "
+                                         "DiffusionNFT (instead of GRPO). Its settings override the widgets they "
+                                         "name; chain them to combine."),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The input model with the trained LoRA applied."),
@@ -228,21 +234,23 @@ class GRPOTrainLoRA(io.ComfyNode):
                 lora_targets, learning_rate, beta, clip_range, log_prob_kind, dense_rewards, seed, checkpoint_every,
                 run_name, resume_from, sample_batch_size, train_batch_size, gradient_checkpointing, train_dtype,
                 clip=None, positive=None, negative_conditioning=None, sampler=None,
-                eta_schedule=None, monitor=None) -> io.NodeOutput:
+                eta_schedule=None, monitor=None, method=None) -> io.NodeOutput:
         shape = latent_shape(model, latent)  # before any work: a latent the model cannot take fails here
         rule, etas, window, log_prob_kind = sampling_settings(rule, eta, sde_start_step, sde_end_step, steps,
                                                               log_prob_kind, sampler, eta_schedule)
         check_eta_range(rule, etas)
-        config = GRPOConfig(prompts=["-"], prompts_per_iteration=prompts_per_iteration, group_size=group_size,
-                            steps=steps, rule=rule, eta=etas, sde_window=window, cfg=cfg,
-                            log_prob_kind=log_prob_kind, beta=beta, clip_range=clip_range,
-                            dense_rewards=dense_rewards, lr=learning_rate, lora_rank=lora_rank,
-                            lora_alpha=lora_alpha, iterations=iterations, seed=seed,
-                            sample_batch_size=sample_batch_size, train_batch_size=train_batch_size,
-                            gradient_checkpointing=gradient_checkpointing == "on" or (
-                                gradient_checkpointing == "auto" and not is_toy_model(model)),
-                            train_dtype=train_dtype, checkpoint_every=checkpoint_every,
-                            monitor_samples=MONITOR_SAMPLES if monitor is not None or is_toy_model(model) else 0)
+        settings = dict(prompts=["-"], prompts_per_iteration=prompts_per_iteration, group_size=group_size,
+                        steps=steps, rule=rule, eta=etas, sde_window=window, cfg=cfg, log_prob_kind=log_prob_kind,
+                        beta=beta, clip_range=clip_range, dense_rewards=dense_rewards, lr=learning_rate,
+                        lora_rank=lora_rank, lora_alpha=lora_alpha, iterations=iterations, seed=seed,
+                        sample_batch_size=sample_batch_size, train_batch_size=train_batch_size,
+                        gradient_checkpointing=gradient_checkpointing == "on" or (
+                            gradient_checkpointing == "auto" and not is_toy_model(model)),
+                        train_dtype=train_dtype, checkpoint_every=checkpoint_every,
+                        monitor_samples=MONITOR_SAMPLES if monitor is not None or is_toy_model(model) else 0)
+        if method is not None:
+            settings.update(method["settings"])
+        config = GRPOConfig(**settings)
         result = train_lora_grpo(model=model, vae=vae, reward=reward, prompts_text=prompts, negative_text=negative,
                                  clip=clip, latent_shape=shape, config=config,
                                  scheduler=scheduler, lora_targets=lora_targets, run_name=run_name,

@@ -54,6 +54,31 @@ SETTINGS = [
     ("--gradient-checkpointing", "gradient_checkpointing", str, "auto, on or off"),
     ("--train-dtype", "train_dtype", str, "float32, bfloat16 or float16"),
 ]
+# (flag, method node, input, type, help): every method node's setting; a flag given adds that node before the trainer
+# (or sets the workflow's own one); --method NAME adds a node with its defaults
+METHOD_NODES = {"mixgrpo": "FlowCPS_MethodMixGRPO", "trust_region": "FlowCPS_MethodTrustRegion",
+                "diffusion_nft": "FlowCPS_MethodDiffusionNFT"}
+METHOD_SETTINGS = [
+    ("--window-start", "mixgrpo", "window_start", int, "MixGRPO: first step of the stochastic window"),
+    ("--window-size", "mixgrpo", "window_size", int, "MixGRPO: steps in the window"),
+    ("--window-schedule", "mixgrpo", "window_schedule", str, "MixGRPO: fixed, progressive, sliding or random"),
+    ("--window-shift-every", "mixgrpo", "shift_every", int, "MixGRPO: iterations before the window moves (τ)"),
+    ("--window-stride", "mixgrpo", "window_stride", int, "MixGRPO: steps the window moves by"),
+    ("--ode-sampler", "mixgrpo", "ode_sampler", str, "MixGRPO: deterministic stock sampler outside the window "
+                                                     "(euler; dpmpp_2m = MixGRPO-Flash)"),
+    ("--kl-threshold", "trust_region", "kl_threshold", float, "trust region: FlowDPPO's KL mask δ (0: no mask)"),
+    ("--ratio-clipping", "trust_region", "ratio_clipping", bool, "trust region: keep the PPO ratio clip beside "
+                                                                 "the mask: true or false"),
+    ("--ratio-norm", "trust_region", "ratio_norm", bool, "trust region: GRPO-Guard ratio normalisation"),
+    ("--nft-sampler", "diffusion_nft", "sampler", str, "DiffusionNFT: 'trainer rule' or a stock sampler name"),
+    ("--nft-beta", "diffusion_nft", "nft_beta", float, "DiffusionNFT: β of the implicit policies"),
+    ("--nft-kl-beta", "diffusion_nft", "kl_beta", float, "DiffusionNFT: weight of the velocity KL to the base"),
+    ("--nft-old-policy", "diffusion_nft", "old_policy", str, "DiffusionNFT: ema or snapshot"),
+    ("--nft-decay-rate", "diffusion_nft", "decay_rate", float, "DiffusionNFT: old-policy decay per optimizer step"),
+    ("--nft-decay-max", "diffusion_nft", "decay_max", float, "DiffusionNFT: cap of the old-policy decay"),
+    ("--nft-timestep-fraction", "diffusion_nft", "timestep_fraction", float,
+     "DiffusionNFT: share of the schedule's times each sample is re-noised at"),
+]
 WEIGHT_FREE = ("jpeg_compressibility", "jpeg_incompressibility", "colorfulness", "sharpness", "low_noise",
                "paper_haze", "stroke_width")
 CLIP_REWARDS = ("pickscore", "clipscore", "aesthetic", "hpsv2")
@@ -109,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     settings = parser.add_argument_group("trainer settings (default: the workflow's value, else the node's)")
     for flag, _, kind, text in SETTINGS:
         settings.add_argument(flag, type=boolean if kind is bool else kind, default=None, help=text)
+    methods = parser.add_argument_group("training methods (method nodes before the trainer)")
+    methods.add_argument("--method", action="append", default=[], choices=sorted(METHOD_NODES),
+                         help="add this method node with its defaults (repeatable: mixgrpo and trust_region combine)")
+    for flag, _, _, kind, text in METHOD_SETTINGS:
+        methods.add_argument(flag, type=boolean if kind is bool else kind, default=None, help=text)
     return parser
 
 
@@ -272,6 +302,40 @@ def apply_flags(args, graph: dict, trainer_id: str) -> dict:
     return inputs
 
 
+def method_chain(graph: dict, trainer_id: str) -> dict:
+    """{method name: node id} of the method nodes chained into the trainer's method input."""
+    found, link = {}, graph[trainer_id]["inputs"].get("method")
+    names = {class_type: name for name, class_type in METHOD_NODES.items()}
+    while isinstance(link, list) and link and str(link[0]) in graph:
+        node = graph[str(link[0])]
+        if node.get("class_type") in names:
+            found.setdefault(names[node["class_type"]], str(link[0]))
+        link = node.get("inputs", {}).get("method")
+    return found
+
+
+def apply_method_flags(args, graph: dict, trainer_id: str, nodes_module, headless) -> None:
+    """The method flags given set the workflow's method node of that kind, or add one at the head of the chain."""
+    wanted = {name: {} for name in args.method}
+    for flag, name, key, _, _ in METHOD_SETTINGS:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            wanted.setdefault(name, {})[key] = value
+    chain = method_chain(graph, trainer_id)
+    for name in sorted(wanted, key=list(METHOD_NODES).index):
+        if name not in chain:
+            node_id = str(max([int(k) for k in graph if str(k).isdigit()] + [0]) + 1)
+            class_type = METHOD_NODES[name]
+            inputs = headless.input_defaults(nodes_module.NODE_CLASS_MAPPINGS[class_type])
+            upstream = graph[trainer_id]["inputs"].get("method")
+            if upstream is not None:
+                inputs["method"] = upstream
+            graph[node_id] = {"class_type": class_type, "inputs": inputs}
+            graph[trainer_id]["inputs"]["method"] = [node_id, 0]
+            chain[name] = node_id
+        graph[chain[name]]["inputs"].update(wanted[name])
+
+
 def check_before_loading(args, graph, trainer_id, folder_paths, headless):
     """Model files, the graph (ComfyUI's validation), the batch split and the run folder: all before any model
     loads. Returns the run folder."""
@@ -344,6 +408,7 @@ def main(argv=None) -> int:
     except headless.WorkflowError as e:
         parser.error(f"--workflow: {e}")
     apply_flags(args, graph, trainer_id)
+    apply_method_flags(args, graph, trainer_id, nodes_module, headless)
     run_folder = check_before_loading(args, graph, trainer_id, folder_paths, headless)
 
     import torch

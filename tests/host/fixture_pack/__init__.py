@@ -67,6 +67,73 @@ class LoadedModels:
         return {"ui": {"text": [text]}, "result": (text,)}
 
 
-NODE_CLASS_MAPPINGS = {"FlowCPSTest_RandomConditioning": RandomConditioning, "FlowCPSTest_LoadedModels": LoadedModels}
+def _pack_module(suffix: str):
+    """A module of the flow-cps pack as ComfyUI imported it (its name is the pack's folder path)."""
+    import sys
+    found = [m for name, m in sys.modules.items() if name.endswith(suffix) and "flow" in name.lower()]
+    if not found:
+        raise RuntimeError(f"the flow-cps pack's {suffix} is not loaded")
+    return found[0]
+
+
+class StockSolverCheck:
+    """Samples the toy model inside a CFGGuider as the GRPO trainer does (the pack's ComfyPolicy, sample_flow with the
+    policy's stock solver outside a CPS window) and runs the same stock sampler alone through ComfyUI's own KSAMPLER
+    on the steps after the window, from the latent the rollout had there. Reports both differences as JSON."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "sampler_name": ("STRING", {"default": "dpmpp_2m"}),
+                             "steps": ("INT", {"default": 6, "min": 2, "max": 50}),
+                             "window_start": ("INT", {"default": 1, "min": 0, "max": 50}),
+                             "window_stop": ("INT", {"default": 3, "min": 1, "max": 50})}}
+
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "check"
+    OUTPUT_NODE = True
+    CATEGORY = "flow-cps-test"
+
+    def check(self, model, sampler_name, steps, window_start, window_stop):
+        import json
+
+        import comfy.samplers
+        host = _pack_module(".nodes.grpo_host")
+        run = _pack_module(".nodes.grpo_run")
+        samplers = _pack_module(".samplers")
+        sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", steps).cpu()
+        result = {}
+
+        def compare(policy):
+            cond = policy.encode_prompts(["a handwritten 5", "a handwritten 5"])
+
+            def denoise(x, t):
+                return policy.denoise(x, t, cond, 1.0)
+
+            x = torch.randn((2, *policy.latent_shape), generator=torch.Generator().manual_seed(3)) * float(sigmas[0])
+            window = (window_start, window_stop)
+            solver = policy.stock_sampler(sampler_name, deterministic=True)
+            final, traj = samplers.sample_flow(denoise, x, sigmas, rule="cps", window=window, record=True,
+                                               seed=[1, 2], ode_solver=solver)
+            plain = samplers.sample_flow(denoise, x, sigmas, rule="cps", window=window, seed=[1, 2])
+            after = sigmas[window_stop:]
+            start = traj.latents[window_stop]
+            stock = comfy.samplers.sampler_object(sampler_name).sample(
+                policy.guider, after, {}, None, start / float(after[0]), torch.zeros_like(start))
+            result.update(stock_vs_rollout=float((stock - final).abs().max()),
+                          euler_vs_rollout=float((plain - final).abs().max()),
+                          stochastic_steps=traj.stochastic_steps, rules=traj.rules)
+            return None
+
+        conds = run.prompt_conditioning(["a handwritten 5"], "", None, model)
+        hostrun = host.HostRun(make_trainer=lambda policy: policy, prompts=conds, vae=None, lora=None, run=compare)
+        with torch.inference_mode(False):
+            host.train_grpo_in_comfy(model.clone(), hostrun, (1, 16, 16), sigmas, 0)
+        text = json.dumps(result)
+        return {"ui": {"text": [text]}, "result": (text,)}
+
+
+NODE_CLASS_MAPPINGS = {"FlowCPSTest_RandomConditioning": RandomConditioning, "FlowCPSTest_LoadedModels": LoadedModels,
+                       "FlowCPSTest_StockSolverCheck": StockSolverCheck}
 NODE_DISPLAY_NAME_MAPPINGS = {"FlowCPSTest_RandomConditioning": "Random Conditioning (flow-cps tests)",
-                              "FlowCPSTest_LoadedModels": "Loaded Models (flow-cps tests)"}
+                              "FlowCPSTest_LoadedModels": "Loaded Models (flow-cps tests)",
+                              "FlowCPSTest_StockSolverCheck": "Stock Solver Check (flow-cps tests)"}
