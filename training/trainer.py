@@ -28,7 +28,7 @@ import json
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -52,7 +52,9 @@ RUN_SETTINGS = ("prompts", "prompts_per_iteration", "group_size", "steps", "shif
                 "ode_sampler", "cfg", "log_prob_kind", "kl_kind", "beta",
                 "clip_range", "advantage_std", "advantage_clip", "advantage_std_ddof", "advantage_eps",
                 "timestep_selection", "timestep_fraction", "dense_rewards", "inner_epochs", "gradient_accumulation",
-                "train_dtype", "lora_rank", "lora_alpha", "lora_targets", "seed")
+                "train_dtype", "lora_rank", "lora_alpha", "lora_targets", "seed", "kl_mask_threshold", "ratio_norm",
+                "algorithm", "nft_beta", "nft_kl_beta", "nft_old_policy", "nft_decay_rate",
+                "nft_decay_max", "nft_sampler")
 
 _INIT_NOISE_STREAM = 0x1A17
 _STEP_NOISE_STREAM = 0x57E9
@@ -747,7 +749,7 @@ class GRPOTrainer:
         """The RUN_SETTINGS of ``config`` (a GRPOConfig dict; default this trainer's) as JSON values, with the η and
         α actually used: η one value per step (the rule's default filled in), α read from the LoRA when unset."""
         config = self.config.to_dict() if config is None else config
-        settings = {name: config.get(name) for name in RUN_SETTINGS}
+        settings = {name: config[name] if name in config else _json_default(name, config) for name in RUN_SETTINGS}
         try:
             settings["eta"] = samplers.loop.per_step_eta(config["rule"], config.get("eta"), config["steps"])
         except (KeyError, TypeError, ValueError):
@@ -772,7 +774,8 @@ class GRPOTrainer:
         else:
             return {}
         now = self.run_settings()
-        return {name: (saved.get(name), now[name]) for name in RUN_SETTINGS if saved.get(name) != now[name]}
+        saved = {name: saved[name] if name in saved else _json_default(name, saved) for name in RUN_SETTINGS}
+        return {name: (saved[name], now[name]) for name in RUN_SETTINGS if saved[name] != now[name]}
 
     def non_finite_lora(self, state: Optional[dict] = None) -> Optional[str]:
         """The name of a LoRA tensor holding NaN or ±inf, None when all are finite. Without ``state`` the trainable
@@ -868,6 +871,16 @@ class GRPOTrainer:
             self.log(f"resume: from iteration {self.iteration} on the run uses other settings: "
                      + describe_changes(different))
         torch.set_rng_state(state["torch_rng"])
+
+
+def _json_default(name: str, settings: dict):
+    """A run setting's default as JSON gives it back: what a checkpoint written before the setting existed used
+    (``window_schedule`` then followed ``sliding_window``)."""
+    if name == "window_schedule":
+        return "sliding" if settings.get("sliding_window") else "fixed"
+    item = next(f for f in fields(GRPOConfig) if f.name == name)
+    value = item.default_factory() if item.default is MISSING else item.default
+    return json.loads(json.dumps(value, default=str))
 
 
 def _show(value) -> str:
