@@ -13,6 +13,7 @@ away, with no likelihood and no ratio. The old policy follows θ by a soft updat
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import List
 
@@ -27,6 +28,10 @@ _NFT_NOISE_STREAM = 0x4EF7
 _NFT_SAMPLER_STREAM = 0x4EF8
 _NFT_TIMESTEP_STREAM = 0x4EF9
 WEIGHT_FLOOR = 1e-5  # the reference's clip of the adaptive weight
+# Schedule times below this are not re-noised at: ComfyUI's normal schedule ends …, 0.001, 0, and at t = 0.001 x_t is
+# the sample itself while the velocity's 1/t makes the KL term a million times larger (the reference's SD3 schedule,
+# shift 3 and 10 steps, ends at t = 0.25).
+MIN_RENOISE_TIME = 0.01
 
 
 @dataclass
@@ -116,14 +121,15 @@ class NFTTrainer(GRPOTrainer):
         self.window_positions = None
         if self.config.sde_window is not None and self.config.window_schedule != "fixed":
             raise ValueError("DiffusionNFT trains no SDE window: use window_schedule 'fixed' with it")
-        if not self.train_times():
+        eligible = self.renoise_times()
+        if int(len(eligible) * self.config.timestep_fraction) < 1:
             raise ValueError(f"DiffusionNFT has no time to re-noise at: timestep_fraction "
-                             f"{self.config.timestep_fraction} of {self.config.steps} steps selects none")
+                             f"{self.config.timestep_fraction} of the {len(eligible)} schedule time(s) ≥ "
+                             f"{MIN_RENOISE_TIME} selects none; raise timestep_fraction or use more steps")
 
-    def train_times(self) -> List[int]:
-        """How many of the schedule's times t_0 … t_{N−1} (all > 0) an iteration trains on."""
-        count = int(self.config.steps * self.config.timestep_fraction)
-        return list(range(count))
+    def renoise_times(self) -> List[int]:
+        """The schedule indices whose time t_i ≥ MIN_RENOISE_TIME (every t_i of t_0 … t_{N−1} is > 0)."""
+        return [i for i in range(self.config.steps) if float(self.times[i]) >= MIN_RENOISE_TIME]
 
     # ----- rollout: the old policy, final latents only ----------------------------------------------------
     def sample_chunk(self, iteration: int, rows: slice, cond, seeds: List[int]):
@@ -157,13 +163,14 @@ class NFTTrainer(GRPOTrainer):
         return advantages[self.local_slice(everything.shape[0])]
 
     def selected_steps(self, rollout, iteration: int) -> List[int]:
-        """The schedule indices this iteration re-noises at: a seeded permutation of t_0 … t_{N−1}, its first
-        ⌊N·timestep_fraction⌋ (the reference draws one per sample; here the batch shares it, since a forward takes
-        one t)."""
+        """The schedule indices this iteration re-noises at: a seeded permutation of the M times ≥ MIN_RENOISE_TIME,
+        its first ⌊M·timestep_fraction⌋ (the reference draws one per sample; here the batch shares it, since a
+        forward takes one t)."""
         c = self.config
+        eligible = self.renoise_times()
         generator = torch.Generator().manual_seed(samplers.derive_seed(c.seed, iteration, _NFT_TIMESTEP_STREAM))
-        order = torch.randperm(c.steps, generator=generator).tolist()
-        return order[:len(self.train_times())]
+        order = torch.randperm(len(eligible), generator=generator).tolist()
+        return [eligible[k] for k in order[:int(len(eligible) * c.timestep_fraction)]]
 
     def renoised(self, final: torch.Tensor, seeds: List[int], j: int, iteration: int):
         t = float(self.times[j])
@@ -205,9 +212,8 @@ class NFTTrainer(GRPOTrainer):
                             loss = loss + c.nft_kl_beta * kl
                         (loss * (share / c.gradient_accumulation)).backward()
                     value = float(loss.detach())
-                    if value != value or value in (float("inf"), float("-inf")):
-                        if self._bad_loss is None:
-                            self._bad_loss = f"the DiffusionNFT loss at t = {t:.4g} was {value}"
+                    if not math.isfinite(value) and self._bad_loss is None:
+                        self._bad_loss = f"the DiffusionNFT loss at t = {t:.4g} was {value}"
                     stats["loss"] += value * share
                     stats["kl"] += float(kl.detach()) * share
                     stats["positive"] += float(out["positive"].mean()) * share

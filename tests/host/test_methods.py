@@ -3,6 +3,7 @@ region, DiffusionNFT with a stock sampler; the values typed into their widgets r
 import json
 import os
 
+import numpy as np
 import pytest
 
 from test_grpo_nodes import grpo_graph
@@ -13,16 +14,16 @@ def metrics(comfy, run_name):
         return json.load(handle)
 
 
-def with_methods(graph, *methods):
-    """Chain method nodes (class_type, inputs) into the trainer (node 4), first to last."""
+def with_methods(graph, *methods, trainer="4"):
+    """Chain method nodes (class_type, inputs) into the trainer, first to last."""
     previous = None
     for k, (class_type, inputs) in enumerate(methods):
-        node_id = str(20 + k)
+        node_id = str(40 + k)
         graph[node_id] = {"class_type": class_type, "inputs": dict(inputs)}
         if previous is not None:
             graph[node_id]["inputs"]["method"] = [previous, 0]
         previous = node_id
-    graph["4"]["inputs"]["method"] = [previous, 0]
+    graph[trainer]["inputs"]["method"] = [previous, 0]
     return graph
 
 
@@ -71,10 +72,11 @@ def test_diffusion_nft_with_a_stock_sampler_keeps_only_final_latents(comfy):
     info = metrics(comfy, "host_nft")
     assert info["algorithm"] == "diffusion_nft" and info["nft_sampler"] == "euler_ancestral"
     history = info["history"]
-    assert all(h["algorithm"] == "diffusion_nft" and len(h["trained_times"]) == 2 for h in history)  # 4 × 0.5
+    # 4 normal steps: times 1, 0.667, 0.334 (0.001 is not re-noised at), ⌊3 × 0.5⌋ = 1 per iteration
+    assert all(h["algorithm"] == "diffusion_nft" and len(h["trained_times"]) == 1 for h in history)
     assert all(h["rollout_bytes_per_sample"] == 1 * 16 * 16 * 4 for h in history)  # one float32 toy latent
-    # the old policy's decay: min(0.002 · optimizer steps so far, 0.4), 2 optimizer steps per iteration
-    assert [h["nft_old_decay"] for h in history] == pytest.approx([min(0.002 * 2 * (k + 1), 0.4) for k in range(3)])
+    # the old policy's decay: min(0.002 · optimizer steps so far, 0.4), 1 optimizer step per iteration
+    assert [h["nft_old_decay"] for h in history] == pytest.approx([0.002 * (k + 1) for k in range(3)])
     assert all(h["kl"] is not None and h["kl"] >= 0 for h in history)
     assert "DiffusionNFT" not in json.dumps(comfy.execution_error(messages) or {})
 
@@ -87,3 +89,33 @@ def test_method_settings_that_cannot_work_are_refused_before_training(comfy):
     error = comfy.execution_error(messages)
     assert entry["status"]["status_str"] == "error" and "SDE window (3, 7) must satisfy" in error["exception_message"]
     assert not os.path.exists(os.path.join(comfy.output_dir, "flow_cps_grpo", "host_bad_window", "checkpoint.safetensors"))
+
+
+@pytest.mark.parametrize("arch", ["sd3", "flux", "qwen_image", "wan21", "lumina2"])
+def test_every_method_trains_the_real_architecture(comfy, arch):
+    """MixGRPO-Flash with a trust region, and DiffusionNFT with a stock sampler, on ComfyUI's own model classes
+    (random tiny checkpoints), through the stock loaders; micro-batches and gradient checkpointing as for GRPO."""
+    from test_architectures import grpo_graph as arch_graph, make_model, run
+    info = make_model(comfy, arch)
+    runs = {
+        "mix": [("FlowCPS_MethodMixGRPO", {"window_start": 0, "window_size": 1, "window_schedule": "random",
+                                           "shift_every": 1, "window_stride": 1, "ode_sampler": "dpmpp_2m"}),
+                ("FlowCPS_MethodTrustRegion", {"kl_threshold": 1e-5, "ratio_clipping": False, "ratio_norm": True})],
+        "nft": [("FlowCPS_MethodDiffusionNFT", {"sampler": "dpmpp_2m", "nft_beta": 1.0, "kl_beta": 1e-4,
+                                                "old_policy": "ema", "decay_rate": 0.001, "decay_max": 0.5,
+                                                "timestep_fraction": 0.34})],
+    }
+    for kind, methods in runs.items():
+        run_name = f"host_method_{arch}_{kind}"
+        graph = with_methods(arch_graph(info, arch, run_name, scheduler="simple", iterations=1), *methods,
+                             trainer="24")
+        run(comfy, graph, node_id="24")
+        history = metrics(comfy, run_name)["history"]
+        assert len(history) == 1 and all(np.isfinite(h["loss"]) and h["grad_norm"] > 0 for h in history), history
+        if kind == "mix":
+            assert all(len(h["trained_steps"]) == 1 and h["first_ratio_min"] == 1.0 == h["first_ratio_max"]
+                       for h in history)
+            assert all(h["clip_fraction"] is not None and "masked_fraction" in h for h in history)
+        else:
+            assert all(h["algorithm"] == "diffusion_nft" and len(h["trained_times"]) == 1 for h in history)
+    comfy.free()
