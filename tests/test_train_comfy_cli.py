@@ -80,3 +80,45 @@ def test_settings_reach_the_trainer_inputs_unchanged_and_only_when_given(cli, co
     assert inputs["prompts"] == "a red fox\na blue bird\n" and inputs["run_name"] == "mine"
     assert args.graph["3"]["inputs"]["width"] == 768 and args.graph["3"]["inputs"]["height"] == 512
     assert args.world_size == 1 and args.rank == 0
+
+
+class FakeNodes:
+    """What apply_method_flags reads of ComfyUI's nodes module: the method nodes' classes (their defaults)."""
+
+    def __init__(self):
+        self.NODE_CLASS_MAPPINGS = {"FlowCPS_MethodMixGRPO": {"window_start": 0, "window_size": 2},
+                                    "FlowCPS_MethodTrustRegion": {"kl_threshold": 1e-5, "ratio_norm": False},
+                                    "FlowCPS_MethodDiffusionNFT": {"nft_beta": 1.0}}
+
+
+class FakeHeadless:
+    @staticmethod
+    def input_defaults(defaults):
+        return dict(defaults)
+
+
+def test_method_flags_add_or_set_method_nodes_in_front_of_the_trainer(cli, comfyui, tmp_path, capsys):
+    graph = {"7": {"class_type": "FlowCPS_GRPOTrainLoRA", "inputs": {"method": ["12", 0]}},
+             "12": {"class_type": "FlowCPS_MethodTrustRegion", "inputs": {"kl_threshold": 3e-5, "ratio_norm": True}}}
+    graph_file = tmp_path / "api.json"
+    graph_file.write_text(json.dumps(graph))
+    args = parse(cli, *comfyui, "--workflow", str(graph_file), "--window-size", "1", "--ode-sampler", "dpmpp_2m",
+                 "--kl-threshold", "2.5e-06")
+    cli.apply_method_flags(args, args.graph, "7", FakeNodes(), FakeHeadless())
+    g = args.graph
+    # the workflow's trust-region node keeps its other inputs and takes the flag; a MixGRPO node is chained in front
+    assert g["12"]["inputs"] == {"kl_threshold": 2.5e-06, "ratio_norm": True}
+    head = g["7"]["inputs"]["method"][0]
+    assert g[head]["class_type"] == "FlowCPS_MethodMixGRPO" and g[head]["inputs"]["method"] == ["12", 0]
+    assert g[head]["inputs"]["window_size"] == 1 and g[head]["inputs"]["ode_sampler"] == "dpmpp_2m"
+    assert g[head]["inputs"]["window_start"] == 0  # the node's default
+    assert cli.method_chain(g, "7") == {"mixgrpo": head, "trust_region": "12"}
+    # --method alone adds the node with its defaults; flags of no method leave the graph alone
+    args = parse(cli, *comfyui, "--workflow", str(graph_file), "--method", "diffusion_nft")
+    cli.apply_method_flags(args, args.graph, "7", FakeNodes(), FakeHeadless())
+    assert set(cli.method_chain(args.graph, "7")) == {"diffusion_nft", "trust_region"}
+    args = parse(cli, *comfyui, "--workflow", str(graph_file))
+    cli.apply_method_flags(args, args.graph, "7", FakeNodes(), FakeHeadless())
+    assert args.graph == graph
+    _, message = error_of(capsys, lambda: parse(cli, *comfyui, "--workflow", str(graph_file), "--method", "ppo"))
+    assert "--method: invalid choice: 'ppo'" in message

@@ -207,6 +207,34 @@ def test_every_trainer_setting_has_a_flag(comfy):
     assert widgets == flags | set(own), (widgets - flags - set(own), flags - widgets)
     parser = train_comfy.build_parser()
     assert all(any(a.option_strings == [flag] for a in parser._actions) for flag in own.values())
+    for name, class_type in train_comfy.METHOD_NODES.items():  # and every method node's widget
+        spec = comfy.object_info()[class_type]["input"]["required"]
+        assert set(spec) == {key for _, node, key, _, _ in train_comfy.METHOD_SETTINGS if node == name}, class_type
+
+
+def test_method_flags_train_mixgrpo_flash_with_a_trust_region_and_diffusion_nft(comfy, tmp_path):
+    """The method nodes from the command line: flags add them in front of the workflow's trainer (real SD3 classes);
+    the values typed reach the run unchanged, and a bad one is refused before any model loads."""
+    graph = workflow(comfy, "sd3", "cli_mix", iterations=2, checkpoint_every=0)
+    train(tmp_path, graph, "--window-size", "1", "--window-schedule", "progressive", "--window-shift-every", "1",
+          "--ode-sampler", "dpmpp_2m", "--kl-threshold", "2.5e-06", "--ratio-norm", "true", "--steps", "4")
+    info = json.loads((run_folder(tmp_path, "cli_mix") / "metrics.json").read_text())
+    assert info["ode_sampler"] == "dpmpp_2m" and info["kl_mask_threshold"] == 2.5e-06 and info["ratio_norm"] is True
+    assert [h["sde_window"] for h in info["history"]] == [[0, 1], [1, 2]]
+    assert all(h["first_ratio_min"] == h["first_ratio_max"] == 1.0 for h in info["history"])
+    graph = workflow(comfy, "sd3", "cli_nft", iterations=1, checkpoint_every=0)
+    graph["24"]["inputs"]["method"] = ["30", 0]
+    graph["30"] = {"class_type": "FlowCPS_MethodDiffusionNFT", "inputs": {
+        "sampler": "dpmpp_2m", "nft_beta": 1.0, "kl_beta": 1e-4, "old_policy": "snapshot", "decay_rate": 0.001,
+        "decay_max": 0.5, "timestep_fraction": 0.5}}
+    train(tmp_path, graph, "--nft-beta", "0.625")
+    info = json.loads((run_folder(tmp_path, "cli_nft") / "metrics.json").read_text())
+    config = read_checkpoint(str(run_folder(tmp_path, "cli_nft") / "checkpoint.safetensors"))["config"]
+    assert info["algorithm"] == "diffusion_nft" and config["nft_beta"] == 0.625 and config["nft_old_policy"] == "snapshot"
+    assert info["history"][0]["nft_old_decay"] == 0.0 and info["history"][0]["rollout_bytes_per_sample"] > 0
+    message, _ = failure(tmp_path, command(tmp_path, workflow(comfy, "sd3", "cli_bad"), "--window-schedule",
+                                           "spiral")[2:])
+    assert "window_schedule = 'spiral': not one of fixed, sliding, progressive, random" in message
 
 
 def test_flags_alone_train_a_diffusion_model_with_its_text_encoder(comfy, tmp_path):
