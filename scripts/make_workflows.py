@@ -238,6 +238,48 @@ def grpo_cps_vs_flow_sde_toy():
     return w
 
 
+METHOD_TRAINERS = [
+    ("GRPO with CPS", "grpo_toy_methods_cps", []),
+    ("MixGRPO-Flash + trust region", "grpo_toy_methods_mix",
+     [("FlowCPS_MethodMixGRPO", 260, [0, 1, "progressive", 10, 1, "dpmpp_2m"], "MixGRPO window: 1 step, dpmpp_2m"),
+      ("FlowCPS_MethodTrustRegion", 150, [1e-5, False, False], "Trust region (FlowDPPO)")]),
+    ("DiffusionNFT", "grpo_toy_methods_nft",
+     [("FlowCPS_MethodDiffusionNFT", 280, ["trainer rule", 1.0, 1e-4, "ema", 0.001, 0.5, 0.99], "DiffusionNFT")]),
+]
+
+
+def grpo_methods_toy():
+    """The same toy task trained three ways: GRPO with CPS, MixGRPO-Flash with FlowDPPO's trust region, and
+    DiffusionNFT; the three reward curves in one chart."""
+    w = Workflow()
+    left = w.column(20, 340)
+    model = left.node("FlowCPS_ToyDigitModel", 60, outputs=[("MODEL", "MODEL"), ("VAE", "VAE")])
+    reward = left.node("FlowCPS_RewardBoldDigit", 40, outputs=[("reward", "REWARD")])
+    latent = left.node("EmptyLatentImage", 110, widgets=[128, 128, 1], outputs=[("LATENT", "LATENT")])
+    x, infos = left.right, []
+    for title, run_name, methods in METHOD_TRAINERS:
+        col = w.column(x, 420)
+        method = None
+        for class_type, height, widgets, label in methods:
+            method = col.node(class_type, height, widgets=widgets, title=label,
+                              inputs=[("method", "FLOW_CPS_METHOD", (method, 0))] if method else [],
+                              outputs=[("method", "FLOW_CPS_METHOD")])
+        inputs = [("model", "MODEL", (model, 0)), ("vae", "VAE", (model, 1)), ("reward", "REWARD", (reward, 0)),
+                  ("latent", "LATENT", (latent, 0))]
+        if method:
+            inputs.append(("method", "FLOW_CPS_METHOD", (method, 0)))
+        infos.append(col.node("FlowCPS_GRPOTrainLoRA", TRAINER_H,
+                              widgets=trainer_widgets(**{**TOY_BOLD, "run_name": run_name}), inputs=inputs,
+                              outputs=TRAINER_OUTPUTS, title=title))
+        x = col.right
+    right = w.column(x, 560)
+    w.thumbnail_nodes.append(right.node(
+        "FlowCPS_CompareRewardCurves", 560, widgets=[title for title, _, _ in METHOD_TRAINERS] + [""],
+        inputs=[(f"run_info_{k + 1}", "STRING", (info, 3)) for k, info in enumerate(infos)],
+        outputs=[("chart", "IMAGE")], title="Reward curves: three methods (one y-axis)"))
+    return w
+
+
 SD35_PROMPTS = ("a photo of a red fox reading a newspaper in a cafe\n"
                "an astronaut riding a horse on the moon, studio lighting\n"
                "a watercolor painting of a lighthouse at dawn\n"
@@ -300,6 +342,9 @@ TEMPLATES = [
     Template("GRPO with CPS vs Flow-SDE, reward curves compared (toy digits)",
              "the same GRPO run with CPS and with Flow-SDE rollouts, both curves on one y-axis",
              grpo_cps_vs_flow_sde_toy, True),
+    Template("GRPO, MixGRPO-Flash and DiffusionNFT compared (toy digits)",
+             "the toy task trained with GRPO, MixGRPO-Flash + trust region and DiffusionNFT, curves on one y-axis",
+             grpo_methods_toy, True),
     Template("GRPO LoRA on SD3.5 Medium with PickScore (needs the model files)",
              "trains a LoRA of SD3.5 Medium against PickScore; needs the checkpoint and the reward model",
              grpo_sd35_pickscore, False),
