@@ -213,13 +213,20 @@ def grpo_toy():
     return w
 
 
-def grpo_cps_vs_flow_sde_toy():
-    w = Workflow()
+def toy_training_inputs(w):
+    """The toy model, the bold-digit reward and a 128×128 latent in a left column: (model, reward, latent, the x
+    right of them)."""
     left = w.column(20, 340)
     model = left.node("FlowCPS_ToyDigitModel", 60, outputs=[("MODEL", "MODEL"), ("VAE", "VAE")])
     reward = left.node("FlowCPS_RewardBoldDigit", 40, outputs=[("reward", "REWARD")])
     latent = left.node("EmptyLatentImage", 110, widgets=[128, 128, 1], outputs=[("LATENT", "LATENT")])
-    x, infos = left.right, []
+    return model, reward, latent, left.right
+
+
+def grpo_cps_vs_flow_sde_toy():
+    w = Workflow()
+    model, reward, latent, x = toy_training_inputs(w)
+    infos = []
     for rule, eta in (("cps", 0.8), ("flow_sde", 0.7)):
         col = w.column(x, 420)
         trainer = col.node("FlowCPS_GRPOTrainLoRA", TRAINER_H,
@@ -252,11 +259,8 @@ def grpo_methods_toy():
     """The same toy task trained three ways: GRPO with CPS, MixGRPO-Flash with FlowDPPO's trust region, and
     DiffusionNFT; the three reward curves in one chart."""
     w = Workflow()
-    left = w.column(20, 340)
-    model = left.node("FlowCPS_ToyDigitModel", 60, outputs=[("MODEL", "MODEL"), ("VAE", "VAE")])
-    reward = left.node("FlowCPS_RewardBoldDigit", 40, outputs=[("reward", "REWARD")])
-    latent = left.node("EmptyLatentImage", 110, widgets=[128, 128, 1], outputs=[("LATENT", "LATENT")])
-    x, infos = left.right, []
+    model, reward, latent, x = toy_training_inputs(w)
+    infos = []
     for title, run_name, methods in METHOD_TRAINERS:
         col = w.column(x, 420)
         method = None
