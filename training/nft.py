@@ -221,11 +221,8 @@ class NFTTrainer(GRPOTrainer):
                     stats["old_deviation"] += float(((denoised.detach().float() - old_denoised.float()) / t)
                                                     .pow(2).mean()) * share
                 per_step.append(stats)
-                trained += 1
-                if trained % c.gradient_accumulation == 0:
-                    grad_norms.append(self._optimizer_step())
-        if trained % c.gradient_accumulation:
-            grad_norms.append(self._optimizer_step())
+                trained = self._count_trained_term(trained, grad_norms)
+        self._finish_accumulation(trained, grad_norms)
         n = len(per_step)
         return {
             "loss": sum(s["loss"] for s in per_step) / n,

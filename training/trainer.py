@@ -586,11 +586,8 @@ class GRPOTrainer:
                     step_stats["ratio_min"] = min(step_stats["ratio_min"], float(out["ratio_min"]))
                     step_stats["ratio_max"] = max(step_stats["ratio_max"], float(out["ratio_max"]))
                 per_step.append(step_stats)
-                trained += 1
-                if trained % c.gradient_accumulation == 0:
-                    grad_norms.append(self._optimizer_step())
-        if trained % c.gradient_accumulation:
-            grad_norms.append(self._optimizer_step())
+                trained = self._count_trained_term(trained, grad_norms)
+        self._finish_accumulation(trained, grad_norms)
         n = len(per_step)
         measured = c.beta > 0  # with β = 0 no KL is computed: None, not a 0 that looks measured
         return {
@@ -606,6 +603,18 @@ class GRPOTrainer:
             "grad_norm": max(grad_norms) if grad_norms else 0.0,
             "train_micro_batches": len(batches),
         }
+
+    def _count_trained_term(self, trained: int, grad_norms: list) -> int:
+        """One more trained (step, all micro-batches) term: an optimizer step every ``gradient_accumulation``."""
+        trained += 1
+        if trained % self.config.gradient_accumulation == 0:
+            grad_norms.append(self._optimizer_step())
+        return trained
+
+    def _finish_accumulation(self, trained: int, grad_norms: list) -> None:
+        """The optimizer step of a last, incomplete accumulation."""
+        if trained % self.config.gradient_accumulation:
+            grad_norms.append(self._optimizer_step())
 
     def _optimizer_step(self) -> float:
         """Average (over ranks), clip and apply the gradients; non-finite ones are dropped and stop the run (the
