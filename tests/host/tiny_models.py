@@ -93,6 +93,11 @@ def randomise(module, std, seed):
             is_scale = p.dim() == 1 and ("norm" in name.split(".")[-2 if len(last) > 1 else -1]
                                          or name.endswith((".scale", ".gamma")))
             p.copy_(noise + 1.0 if is_scale else noise)
+        # buffers a model fills only from a checkpoint are torch.empty too: MMDiT's pos_embed held whatever the
+        # memory held (once 3e10, which saturated every activation and left the LoRA a gradient of 1e-14)
+        for name, b in module.named_buffers():
+            if name.rsplit(".", 1)[-1] == "pos_embed" and b.is_floating_point():
+                b.copy_(torch.randn(b.shape, generator=generator) * std)
 
 
 def context_widths(net):
