@@ -244,10 +244,7 @@ class NFTTrainer(GRPOTrainer):
     def state_dict(self) -> dict:
         return {**super().state_dict(), "nft_old": self.old.state_dict()}
 
-    def load_checkpoint(self, path: str, allow_changed_settings: bool = False) -> None:
-        super().load_checkpoint(path, allow_changed_settings)
-        from . import checkpoint as checkpoints
-        state = checkpoints.read_checkpoint(path)
+    def load_extra_state(self, state: dict) -> None:
         if "nft_old" in state:
             self.old.load_state_dict(state["nft_old"])
         else:  # a GRPO checkpoint continued with DiffusionNFT: the old policy starts at the resumed LoRA

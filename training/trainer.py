@@ -880,6 +880,10 @@ class GRPOTrainer:
             self.log(f"resume: from iteration {self.iteration} on the run uses other settings: "
                      + describe_changes(different))
         torch.set_rng_state(state["torch_rng"])
+        self.load_extra_state(state)
+
+    def load_extra_state(self, state: dict) -> None:
+        """After load_checkpoint: what a subclass keeps beside the LoRA (DiffusionNFT's old policy)."""
 
 
 def _json_default(name: str, settings: dict):
