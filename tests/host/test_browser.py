@@ -368,18 +368,22 @@ def test_vue_node_mode_shows_the_chart_and_keeps_it_over_a_reload(comfy):
         if not has_vue_nodes(page):
             pytest.skip("this frontend has no Vue node mode (Nodes 2.0)")
         set_vue_nodes(page, True)
-        load_graph(page, make_workflows.grpo_toy().to_json())
-        small_run(page, 6, "browser_vue")
-        queue(page)
-        wait_points(page, 6)
-        wait_text(page, TRAINER, "saved in ")
-        before = chart(page)
-        assert before["connected"] and before["width"] > 100 and before["drawn"] == 6, before
-        assert 0 <= before["yRange"][0] < before["yRange"][1]
-        assert before["monitorDrawn"] == len(before["monitor"]) >= 1, before
-        wait_idle(page, comfy)
-        reload_app(page, comfy)
-        page.wait_for_timeout(1500)
-        after = chart(page)
+        try:
+            load_graph(page, make_workflows.grpo_toy().to_json())
+            small_run(page, 6, "browser_vue")
+            queue(page)
+            wait_points(page, 6)
+            wait_text(page, TRAINER, "saved in ")
+            before = chart(page)
+            assert before["connected"] and before["width"] > 100 and before["drawn"] == 6, before
+            assert 0 <= before["yRange"][0] < before["yRange"][1]
+            assert before["monitorDrawn"] == len(before["monitor"]) >= 1, before
+            wait_idle(page, comfy)
+            reload_app(page, comfy)
+            page.wait_for_timeout(1500)
+            after = chart(page)
+            text = node_text(page, TRAINER)[0][1]
+        finally:  # the setting is stored on the server: later tests drive the canvas widgets
+            set_vue_nodes(page, False)
         assert after["points"] == before["points"] and after["drawn"] == 6 and after["connected"], after
-        assert "saved in " in node_text(page, TRAINER)[0][1]
+        assert "saved in " in text

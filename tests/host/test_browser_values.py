@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from test_browser import _chromium, has_vue_nodes
+from test_browser import _chromium, has_vue_nodes, set_vue_nodes
 
 REPO = Path(__file__).resolve().parent.parent.parent
 TRAINER = "FlowCPS_GRPOTrainLoRA"
@@ -24,6 +24,8 @@ def sync_api_errors():
 def _open_workflow(page, port, seed_control):
     page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
     page.wait_for_function("window.app && window.app.graph && window.app.canvas", timeout=120_000)
+    if has_vue_nodes(page):  # the setting lives on the server: start from the canvas, whatever ran before
+        set_vue_nodes(page, False)
     workflow = json.loads((REPO / "workflows" / "GRPO LoRA training with a live reward chart (toy digits).json").read_text())
     values = next(n for n in workflow["nodes"] if n["type"] == TRAINER)["widgets_values"]
     values[values.index("fixed")] = seed_control  # the mode saved with the workflow
