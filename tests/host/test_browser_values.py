@@ -150,7 +150,7 @@ def test_typed_small_values_survive_in_vue_nodes_mode(comfy):
         if not has_vue_nodes(page):
             browser.close()
             pytest.skip("this frontend has no Vue nodes mode")
-        page.evaluate("async () => { await window.app.extensionManager.setting.set('Comfy.VueNodes.Enabled', true); }")
+        set_vue_nodes(page, True)
         try:
             page.wait_for_selector('[aria-label="learning_rate"]', timeout=15_000)
             page.route("**/prompt", intercept)
@@ -161,8 +161,7 @@ def test_typed_small_values_survive_in_vue_nodes_mode(comfy):
             page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
             page.wait_for_timeout(500)
         finally:
-            page.evaluate("async () => { await window.app.extensionManager.setting.set('Comfy.VueNodes.Enabled', "
-                          "false); }")  # the setting is stored on the server: leave it as it was
+            set_vue_nodes(page, False)  # the setting is stored on the server: leave it as it was
             browser.close()
     assert shown == {name: float(text) for name, text in TYPED.items()}, shown
     assert len(sent) == 1, sent
