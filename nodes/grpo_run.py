@@ -22,8 +22,8 @@ from ..training.checkpoint import CHECKPOINT_NAME, atomic_write
 from ..training.grpo_config import GRPOConfig
 from ..training.nft import make_trainer as make_trainer_for
 from ..training.rewards import weight_free_reward
-from ..training.toy_model import ToyDiT
-from ..training.toy_prompts import encode_prompts as toy_encode
+from ..training.toy.model import ToyDiT
+from ..training.toy.prompts import encode_prompts as toy_encode
 from ..training.trainer import GRPOTrainer, reward_curve
 from .comfy_sampling import require_flow_model
 from . import headless

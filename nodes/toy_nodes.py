@@ -12,9 +12,9 @@ import comfy.supported_models_base
 import torch
 from comfy_api.latest import io
 
-from ..training.toy_model import (PIXELS_PER_LATENT, ToyDiT, image_to_latent, latent_to_image,
+from ..training.toy.model import (PIXELS_PER_LATENT, ToyDiT, image_to_latent, latent_to_image,
                                    read_toy_checkpoint)
-from ..training.toy_prompts import encode_prompts
+from ..training.toy.prompts import encode_prompts
 
 CATEGORY = "flow-cps/toy"
 

@@ -14,7 +14,7 @@ from ..samplers import DEFAULT_ETA, ETA_RANGE, LOG_PROB_KINDS, check_eta_range
 from ..training.calibration import SIGMA_RULES
 from ..training.grpo_config import GRPOConfig
 from ..training.latent_shape import rollout_latent_shape
-from ..training.toy_model import PIXELS_PER_LATENT
+from ..training.toy.model import PIXELS_PER_LATENT
 from . import headless
 from .lora_presets import AUTO, PRESETS
 from .method_nodes import MethodType

@@ -27,7 +27,7 @@ from samplers.plots import line_chart  # noqa: E402
 from training.script_args import HelpFormatter, output_file, whole_number  # noqa: E402
 from training.rewards import BoldDigitReward, PaperHaze  # noqa: E402
 from training.grpo_config import GRPOConfig  # noqa: E402
-from training.toy_policy import toy_policy  # noqa: E402
+from training.toy.policy import toy_policy  # noqa: E402
 from training.trainer import GRPOTrainer  # noqa: E402
 
 PROMPTS = ["a handwritten 5", "a handwritten 1", "a handwritten 8", "a handwritten 7"]

@@ -70,7 +70,7 @@ def child(name, seed, iterations):
     """One training run; prints its measurements as JSON."""
     from training.nft import make_trainer
     from training.rewards import BoldDigitReward, PaperHaze
-    from training.toy_policy import toy_policy
+    from training.toy.policy import toy_policy
     torch.set_num_threads(2)
     reward, haze = BoldDigitReward(), PaperHaze()
     trainer = make_trainer(toy_policy(rank=8, alpha=16.0, seed=seed), reward, config(METHODS[name], seed, iterations))

@@ -31,8 +31,8 @@ import torch  # noqa: E402
 from training.grpo_config import GRPOConfig  # noqa: E402
 from training.lora import LoRANetwork  # noqa: E402
 from training.policy import VelocityModelPolicy  # noqa: E402
-from training.toy_model import ToyDiT  # noqa: E402
-from training.toy_prompts import encode_prompts  # noqa: E402
+from training.toy.model import ToyDiT  # noqa: E402
+from training.toy.prompts import encode_prompts  # noqa: E402
 from training.trainer import GRPOTrainer  # noqa: E402
 
 

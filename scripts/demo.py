@@ -23,8 +23,8 @@ from samplers.compare import noise_level_chart, parse_rule_specs  # noqa: E402
 from samplers.image_noise import estimate_noise  # noqa: E402
 from samplers.plots import label_grid  # noqa: E402
 from training.script_args import HelpFormatter, output_folder  # noqa: E402
-from training.toy_model import DEFAULT_CFG, latent_to_image, load_toy_model, make_denoiser  # noqa: E402
-from training.toy_prompts import encode_prompts  # noqa: E402
+from training.toy.model import DEFAULT_CFG, latent_to_image, load_toy_model, make_denoiser  # noqa: E402
+from training.toy.prompts import encode_prompts  # noqa: E402
 
 ROWS = [("ode", 0.0), ("flow_sde", 0.7), ("flow_sde", 1.0), ("dance_sde", 0.3), ("cps", 0.8), ("cps", 1.0),
         ("cpws", 0.7), ("precise", 1.5)]

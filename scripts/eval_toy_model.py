@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import torch  # noqa: E402
 
 from training.script_args import HelpFormatter, number, whole_number  # noqa: E402
-from training.toy_eval import toy_quality  # noqa: E402
+from training.toy.eval import toy_quality  # noqa: E402
 
 
 def main():

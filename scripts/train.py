@@ -24,7 +24,7 @@ from samplers import DEFAULT_ETA, RULES  # noqa: E402
 from training.checkpoint import CHECKPOINT_NAME, CheckpointError, trained_iterations, v1_hint  # noqa: E402
 from training.grpo_config import GRPOConfig  # noqa: E402
 from training.script_args import HelpFormatter, number, output_folder, whole_number  # noqa: E402
-from training.toy_prompts import parse_digit  # noqa: E402
+from training.toy.prompts import parse_digit  # noqa: E402
 
 TOY_REWARDS = {"bold_digit": "BoldDigitReward", "digit": "DigitReward"}
 
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import training.rewards
     from training.rewards import PaperHaze
-    from training.toy_policy import toy_policy
+    from training.toy.policy import toy_policy
     from training.trainer import GRPOTrainer, NonFiniteTraining, SettingsChanged
 
     torch.set_num_threads(max(1, 2 // int(os.environ.get("WORLD_SIZE", "1"))))

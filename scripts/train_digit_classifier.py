@@ -1,4 +1,4 @@
-"""Train the tiny digit classifier shipped as training/weights/digit_classifier.safetensors.
+"""Train the tiny digit classifier shipped as training/toy/weights/digit_classifier.safetensors.
 
     python scripts/train_digit_classifier.py --out out/digit_classifier.safetensors   # seed 0, ~1 min on 2 cores
     python scripts/train_digit_classifier.py --overwrite-shipped                       # replace the shipped weights
@@ -17,9 +17,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from training.digit_classifier import DEFAULT_CLASSIFIER, DigitClassifier, classify_latents  # noqa: E402
+from training.toy.classifier import DEFAULT_CLASSIFIER, DigitClassifier, classify_latents  # noqa: E402
 from training.script_args import HelpFormatter, add_weights_output, weights_output, whole_number  # noqa: E402
-from training.toy_data import load_digits_16  # noqa: E402
+from training.toy.data import load_digits_16  # noqa: E402
 
 
 def random_shift(x, generator, max_shift=1):

@@ -1,4 +1,4 @@
-"""Train the toy class-conditional flow DiT shipped as training/weights/toy_dit.safetensors.
+"""Train the toy class-conditional flow DiT shipped as training/toy/weights/toy_dit.safetensors.
 
     python scripts/train_toy_model.py --out out/toy_dit.safetensors      # seed 0, a few minutes on 2 CPU cores
     python scripts/train_toy_model.py --overwrite-shipped                # replace the shipped weights
@@ -18,8 +18,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from training.script_args import HelpFormatter, add_weights_output, number, weights_output, whole_number  # noqa: E402
-from training.toy_data import load_digits_16  # noqa: E402
-from training.toy_model import (DEFAULT_CONFIG, DEFAULT_WEIGHTS, NULL_CLASS, ToyDiT, one_hot_context,  # noqa: E402
+from training.toy.data import load_digits_16  # noqa: E402
+from training.toy.model import (DEFAULT_CONFIG, DEFAULT_WEIGHTS, NULL_CLASS, ToyDiT, one_hot_context,  # noqa: E402
                                 save_toy_model)
 
 

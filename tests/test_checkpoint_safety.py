@@ -98,10 +98,10 @@ def test_no_loader_of_the_pack_unpickles_a_crafted_file(tmp_path, style):
     assert not (tmp_path / "converted.safetensors").exists()
 
     # the toy model, digit classifier and reward weight readers
-    from training.digit_classifier import load_classifier
+    from training.toy.classifier import load_classifier
     from training.rewards.base import RewardError
     from training.rewards.openclip_convert import load_state_dict_file
-    from training.toy_model import read_toy_checkpoint
+    from training.toy.model import read_toy_checkpoint
     with pytest.raises(Exception, match="(?i)header|safetensor"):
         read_toy_checkpoint(str(inside))
     with pytest.raises(Exception, match="(?i)header|safetensor"):

@@ -7,8 +7,8 @@ import torch
 
 from samplers import flow_schedule, sample_flow
 from samplers.image_noise import estimate_noise
-from training.toy_model import latent_to_image, load_toy_model, make_denoiser
-from training.toy_prompts import encode_prompts
+from training.toy.model import latent_to_image, load_toy_model, make_denoiser
+from training.toy.prompts import encode_prompts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -6,8 +6,8 @@ import torch
 
 from training.rewards import BoldDigitReward, DigitReward, PaperHaze
 from training.grpo_config import GRPOConfig
-from training.toy_model import latent_to_image
-from training.toy_policy import toy_policy
+from training.toy.model import latent_to_image
+from training.toy.policy import toy_policy
 from training.trainer import GRPOTrainer
 
 PROMPTS = ["a handwritten 5", "a handwritten 1", "a handwritten 8", "a handwritten 7"]
@@ -15,7 +15,7 @@ PROMPTS = ["a handwritten 5", "a handwritten 1", "a handwritten 8", "a handwritt
 
 def test_digit_reward_scores_the_requested_digit():
     reward = DigitReward()
-    from training.toy_data import load_digits_16
+    from training.toy.data import load_digits_16
     images, labels = load_digits_16("heldout")
     scores = reward(latent_to_image(images[:20]), [f"a {int(d)}" for d in labels[:20]])
     assert scores.shape == (20,) and float(scores.mean()) > 0.9

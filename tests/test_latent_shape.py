@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from training.latent_shape import rollout_latent_shape
-from training.toy_model import DEFAULT_CONFIG, PIXELS_PER_LATENT, ToyDiT, load_toy_model
+from training.toy.model import DEFAULT_CONFIG, PIXELS_PER_LATENT, ToyDiT, load_toy_model
 
 TOY = dict(latent_channels=1, fixed_size=(16, 16), pixels_per_latent=PIXELS_PER_LATENT,
            model_name="the toy digit model")

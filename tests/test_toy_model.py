@@ -2,12 +2,12 @@
 import pytest
 import torch
 
-from training.digit_classifier import classify_images, classify_latents, load_classifier
-from training.toy_data import load_digits_16
-from training.toy_eval import toy_quality
-from training.toy_model import (CONTEXT_DIM, DEFAULT_CONFIG, NULL_CLASS, ToyDiT, image_to_latent, latent_to_image,
+from training.toy.classifier import classify_images, classify_latents, load_classifier
+from training.toy.data import load_digits_16
+from training.toy.eval import toy_quality
+from training.toy.model import (CONTEXT_DIM, DEFAULT_CONFIG, NULL_CLASS, ToyDiT, image_to_latent, latent_to_image,
                                 load_toy_model, read_toy_checkpoint)
-from training.toy_prompts import encode_prompts, parse_digit
+from training.toy.prompts import encode_prompts, parse_digit
 
 
 @pytest.mark.parametrize("prompt,digit", [("a handwritten 7", 7), ("7", 7), ("seven", 7), ("digit Seven.", 7),

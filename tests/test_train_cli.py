@@ -72,8 +72,8 @@ def test_help_lists_choices_and_defaults(train, capsys):
 ])
 def test_unusable_arguments_stop_before_anything_is_loaded_or_written(train, tmp_path, capsys, monkeypatch, argv,
                                                                       needle):
-    import training.toy_policy
-    monkeypatch.setattr(training.toy_policy, "toy_policy", lambda **kw: pytest.fail("the model was loaded"))
+    import training.toy.policy
+    monkeypatch.setattr(training.toy.policy, "toy_policy", lambda **kw: pytest.fail("the model was loaded"))
     out = tmp_path / "run"
     code, message = error_of(capsys, lambda: train.main(["--out", str(out), *argv]))
     assert code == 2 and needle in message, message
@@ -142,8 +142,8 @@ def test_a_run_records_the_eta_and_alpha_used_and_resume_checks_settings(train, 
 
 
 def test_a_nan_in_training_stops_the_cli_and_keeps_the_last_good_checkpoint(train, tmp_path, capsys, monkeypatch):
-    import training.toy_policy
-    real = training.toy_policy.toy_policy
+    import training.toy.policy
+    real = training.toy.policy.toy_policy
     calls = []
 
     def breaking_policy(**kwargs):
@@ -158,7 +158,7 @@ def test_a_nan_in_training_stops_the_cli_and_keeps_the_last_good_checkpoint(trai
         policy.decode = decode_nan_from_the_third_rollout
         return policy
 
-    monkeypatch.setattr(training.toy_policy, "toy_policy", breaking_policy)
+    monkeypatch.setattr(training.toy.policy, "toy_policy", breaking_policy)
     out = tmp_path / "run"
     code, message = error_of(capsys, lambda: run(train, out, "--monitor-samples", "0", iterations=4))
     assert message.startswith("training stopped: iteration 2: the rollout decoded non-finite images (2 of 2)")
@@ -177,7 +177,7 @@ def digest(path):
 ])
 def test_retraining_scripts_never_overwrite_the_shipped_weights_by_default(tmp_path, capsys, name, shipped, tiny):
     script = load_script(name)
-    weights = ROOT / "training" / "weights" / shipped
+    weights = ROOT / "training" / "toy" / "weights" / shipped
     before = digest(weights)
     code, message = error_of(capsys, lambda: script.main(tiny))
     assert code == 2 and "--overwrite-shipped" in message and "--out" in message

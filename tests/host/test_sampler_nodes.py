@@ -72,8 +72,8 @@ def test_toy_model_draws_the_digit_and_cps_is_cleaner_than_flow_sde(comfy):
     sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.dirname(__file__)) + "/..")
     import torch
     from samplers.image_noise import estimate_noise
-    from training.digit_classifier import classify_images
-    from training.toy_model import image_to_latent, latent_to_image
+    from training.toy.classifier import classify_images
+    from training.toy.model import image_to_latent, latent_to_image
 
     results = {}
     for name in ("euler", "flow_cps", "flow_sde"):

@@ -5,9 +5,9 @@ from typing import Dict
 
 import torch
 
-from ._host import samplers
-from .digit_classifier import classify_latents, load_classifier
-from .toy_model import DEFAULT_CFG, load_toy_model, make_denoiser, one_hot_context
+from .._host import samplers
+from .classifier import classify_latents, load_classifier
+from .model import DEFAULT_CFG, load_toy_model, make_denoiser, one_hot_context
 
 
 def toy_quality(per_digit: int = 20, steps: int = 20, cfg: float = DEFAULT_CFG, rule: str = "ode", eta=None,

@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from .toy_model import NULL_CLASS, one_hot_context
+from .model import NULL_CLASS, one_hot_context
 
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 _TOKEN = re.compile(r"[a-z]+|\d+")

@@ -197,7 +197,7 @@ def save_toy_model(model: ToyDiT, path: str, config: dict, metadata: Optional[di
 
 
 def read_toy_checkpoint(path: Optional[str] = None):
-    """(state_dict, config, metadata) of a toy checkpoint; default: the one shipped in training/weights/."""
+    """(state_dict, config, metadata) of a toy checkpoint; default: the one shipped in training/toy/weights/."""
     from safetensors import safe_open
     from safetensors.torch import load_file
     path = path or DEFAULT_WEIGHTS

@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .toy_model import WEIGHTS_DIR, image_to_latent
+from .model import WEIGHTS_DIR, image_to_latent
 
 DEFAULT_CLASSIFIER = os.path.join(WEIGHTS_DIR, "digit_classifier.safetensors")
 

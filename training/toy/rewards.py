@@ -6,10 +6,10 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..digit_classifier import DigitClassifier, classify_images, load_classifier
-from ..toy_prompts import parse_digit
-from .base import Reward, RewardError
-from .weight_free import stroke_width
+from .classifier import DigitClassifier, classify_images, load_classifier
+from .prompts import parse_digit
+from ..rewards.base import Reward, RewardError
+from ..rewards.weight_free import stroke_width
 
 
 class DigitReward(Reward):
