@@ -17,10 +17,10 @@ import torch
 from safetensors.torch import save_file
 
 from ..training import run_folders
-from ..training.calibration import calibrate_exploration
+from ..training.methods.dense import calibrate_exploration
 from ..training.checkpoint import CHECKPOINT_NAME, atomic_write
 from ..training.grpo_config import GRPOConfig
-from ..training.nft import make_trainer as make_trainer_for
+from ..training.methods import make_trainer as make_trainer_for
 from ..training.rewards import weight_free_reward
 from ..training.toy.model import ToyDiT
 from ..training.toy.prompts import encode_prompts as toy_encode

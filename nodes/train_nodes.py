@@ -11,7 +11,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..samplers import DEFAULT_ETA, ETA_RANGE, LOG_PROB_KINDS, check_eta_range
-from ..training.calibration import SIGMA_RULES
+from ..training.methods.dense import SIGMA_RULES
 from ..training.grpo_config import GRPOConfig
 from ..training.latent_shape import rollout_latent_shape
 from ..training.toy.model import PIXELS_PER_LATENT

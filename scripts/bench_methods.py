@@ -68,7 +68,7 @@ def held_out(trainer, reward, haze, count=16):
 
 def child(name, seed, iterations):
     """One training run; prints its measurements as JSON."""
-    from training.nft import make_trainer
+    from training.methods import make_trainer
     from training.rewards import BoldDigitReward, PaperHaze
     from training.toy.policy import toy_policy
     torch.set_num_threads(2)

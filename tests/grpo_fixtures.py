@@ -4,7 +4,7 @@ import torch
 from training.grpo_config import GRPOConfig
 from training.lora import LoRANetwork
 from training.policy import VelocityModelPolicy
-from training.nft import make_trainer as trainer_for
+from training.methods import make_trainer as trainer_for
 
 
 class TinyBlock(torch.nn.Module):

@@ -7,7 +7,8 @@ import torch
 
 from grpo_fixtures import TinyVelocityModel, encode, make_trainer
 from training.grpo_config import GRPOConfig
-from training.grpo_loss import calibrate_noise, clipped_policy_loss, dense_step_rewards, group_advantages
+from training.methods.dense import calibrate_noise, dense_step_rewards
+from training.methods.grpo import clipped_policy_loss, group_advantages
 from training.lora import LoRANetwork
 from training.trainer import GRPOTrainer, reward_curve
 
@@ -177,7 +178,7 @@ def test_sliding_window_moves_and_reward_curve_renders():
 
 
 def test_exploration_calibration_returns_a_schedule_the_sampler_accepts():
-    from training.calibration import calibrate_exploration, eta_to_sigma, sigma_to_eta
+    from training.methods.dense import calibrate_exploration, eta_to_sigma, sigma_to_eta
 
     trainer = make_trainer(rule="flow_sde", eta=0.7)
     times = trainer.times

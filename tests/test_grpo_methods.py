@@ -9,8 +9,9 @@ import samplers
 from grpo_fixtures import make_trainer
 from samplers.solvers import dpmpp_2m, euler
 from training.grpo_config import GRPOConfig
-from training.grpo_loss import (guard_log_ratio, policy_loss_from_log_ratio, transition_kl, trust_region_keep)
-from training.nft import NFTTrainer, OldPolicy, nft_loss, optimality_probability
+from training.methods.grpo import policy_loss_from_log_ratio
+from training.methods.trust_region import guard_log_ratio, transition_kl, trust_region_keep
+from training.methods.nft import NFTTrainer, OldPolicy, nft_loss, optimality_probability
 
 
 # ----- solvers ------------------------------------------------------------------------------------------------------

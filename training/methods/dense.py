@@ -1,5 +1,6 @@
-"""DenseGRPO's exploration calibration (arXiv 2601.20218, Alg. 1): tune the per-step noise ψ(t) = σ_t before
-training so that each step's ΔR is about as often positive as negative."""
+"""DenseGRPO (arXiv 2601.20218): per-step rewards ΔR from ODE look-aheads, and its exploration calibration (Alg. 1),
+which tunes the per-step noise ψ(t) = σ_t before training so that each step's ΔR is about as often positive as
+negative. The look-ahead rollouts themselves are the trainer's (training/rollout.py)."""
 from __future__ import annotations
 
 import math
@@ -7,10 +8,27 @@ from typing import List, Optional
 
 import torch
 
-from ._host import samplers
-from .grpo_loss import calibrate_noise, dense_step_rewards
+from .._host import samplers
 
 SIGMA_RULES = ("flow_sde", "cpws", "dance_sde")
+
+
+def dense_step_rewards(step_rewards: torch.Tensor) -> torch.Tensor:
+    """DenseGRPO ΔR: from R[:, i] = reward of the ODE completion of the latent entering step i (i = 0 … N−1) and
+    R[:, N] = reward of the final sample, the per-step gain ΔR_i = R[:, i+1] − R[:, i], shape [B, N].
+    Their sum telescopes to R_final − R_start."""
+    return step_rewards[:, 1:] - step_rewards[:, :-1]
+
+
+def calibrate_noise(psi: torch.Tensor, delta_rewards: torch.Tensor, *, eps1: float = 2.0, eps2: float = 0.01,
+                    minimum: float = 0.0) -> torch.Tensor:
+    """One DenseGRPO exploration-calibration update (Alg. 1): per step, if the numbers of positive and negative
+    ΔR are balanced (|#pos − #neg| < ε1) the noise ψ(t) grows by ε2, otherwise it shrinks by ε2.
+    ``delta_rewards`` is [B, N] (ΔR of B trajectories), ``psi`` [N]. Returns the new ψ (≥ ``minimum``)."""
+    positive = (delta_rewards > 0).sum(dim=0).float()
+    negative = (delta_rewards < 0).sum(dim=0).float()
+    balanced = (positive - negative).abs() < eps1
+    return torch.where(balanced, psi + eps2, psi - eps2).clamp_min(minimum)
 
 
 def _sigma_scale(rule: str, t: float, t_next: float) -> float:
@@ -52,3 +70,7 @@ def calibrate_exploration(trainer, iterations: int = 5, eps1: float = 2.0, eps2:
         trainer.etas, config.dense_rewards = saved_etas, saved_dense
     return samplers.EtaSchedule(sigma_to_eta(config.rule, psi.tolist(), times), rule=config.rule,
                                 times=[float(v) for v in times])
+
+
+__all__ = ["SIGMA_RULES", "calibrate_exploration", "calibrate_noise", "dense_step_rewards", "eta_to_sigma",
+           "sigma_to_eta"]

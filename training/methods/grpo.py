@@ -1,4 +1,4 @@
-"""GRPO maths: group-normalised advantages and the clipped policy objective (reference §3)."""
+"""The GRPO objective (reference §3): group-normalised advantages and the clipped policy loss."""
 from __future__ import annotations
 
 import math
@@ -68,47 +68,4 @@ def policy_loss_from_log_ratio(log_ratio: torch.Tensor, advantages: torch.Tensor
             "ratio_max": ratio.detach().max(), "clip_fraction": clip_fraction, "masked_fraction": masked}
 
 
-def transition_kl(old_mean: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """[B] exact KL(old ‖ new) of two Gaussian steps with equal std, per element (FlowDPPO, UniRL's
-    ``flowdppo.py``): mean over elements of (μ_old − μ_θ)²/(2σ²)."""
-    per_element = (old_mean.float() - mean.float()) ** 2 / (2 * std.float() ** 2)
-    return per_element.flatten(1).mean(dim=1)
-
-
-def trust_region_keep(kl: torch.Tensor, log_ratio: torch.Tensor, advantages: torch.Tensor,
-                      threshold: float) -> torch.Tensor:
-    """FlowDPPO's mask [B]: a (sample, step) term whose KL(old ‖ new) reaches ``threshold`` δ is dropped when its
-    ratio has already moved the way its advantage pushes (r > 1 with A > 0, r < 1 with A < 0); a term moving back
-    towards the old policy is kept whatever its KL (UniRL ``flowdppo.py``)."""
-    with torch.no_grad():
-        outside = kl >= threshold
-        further = ((log_ratio > 0) & (advantages > 0)) | ((log_ratio < 0) & (advantages < 0))
-        return ~(outside & further)
-
-
-def guard_log_ratio(sample: torch.Tensor, mean: torch.Tensor, old_mean: torch.Tensor,
-                    std: torch.Tensor) -> torch.Tensor:
-    """GRPO-Guard's normalised log-ratio (arXiv 2510.22319, as in Flow-Factory's ``GRPOGuardTrainer``) [B]:
-    σ·(log p_θ − log p_old) + mean(Δμ²)/(2σ) for the per-element-mean Gaussian log-prob, which equals
-    mean(z ⊙ (μ_θ − μ_old)) with z = (x − μ_old)/σ ~ N(0, 1): the −‖Δμ‖²/(2σ²) shift that pulls every ratio below 1
-    is removed and the step's 1/σ scale with it, so one clip range fits every step."""
-    z = (sample.float() - old_mean.float()) / std.float()
-    return (z * (mean.float() - old_mean.float())).flatten(1).mean(dim=1)
-
-
-def dense_step_rewards(step_rewards: torch.Tensor) -> torch.Tensor:
-    """DenseGRPO ΔR: from R[:, i] = reward of the ODE completion of the latent entering step i (i = 0 … N−1) and
-    R[:, N] = reward of the final sample, the per-step gain ΔR_i = R[:, i+1] − R[:, i], shape [B, N].
-    Their sum telescopes to R_final − R_start."""
-    return step_rewards[:, 1:] - step_rewards[:, :-1]
-
-
-def calibrate_noise(psi: torch.Tensor, delta_rewards: torch.Tensor, *, eps1: float = 2.0, eps2: float = 0.01,
-                    minimum: float = 0.0) -> torch.Tensor:
-    """One DenseGRPO exploration-calibration update (Alg. 1): per step, if the numbers of positive and negative
-    ΔR are balanced (|#pos − #neg| < ε1) the noise ψ(t) grows by ε2, otherwise it shrinks by ε2.
-    ``delta_rewards`` is [B, N] (ΔR of B trajectories), ``psi`` [N]. Returns the new ψ (≥ ``minimum``)."""
-    positive = (delta_rewards > 0).sum(dim=0).float()
-    negative = (delta_rewards < 0).sum(dim=0).float()
-    balanced = (positive - negative).abs() < eps1
-    return torch.where(balanced, psi + eps2, psi - eps2).clamp_min(minimum)
+__all__ = ["ADVANTAGE_EPS", "clipped_policy_loss", "group_advantages", "policy_loss_from_log_ratio"]

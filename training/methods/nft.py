@@ -19,18 +19,18 @@ from typing import List
 
 import torch
 
-from ._host import samplers
-from .ema import LoRAEMA
-from .grpo_loss import group_advantages
-from .trainer import _STEP_NOISE_STREAM, GRPOTrainer
+from .._host import samplers
+from ..ema import LoRAEMA
+from ..rollout import STEP_NOISE_STREAM
+from ..trainer import GRPOTrainer
+from .grpo import group_advantages
 
 _NFT_NOISE_STREAM = 0x4EF7
 _NFT_SAMPLER_STREAM = 0x4EF8
 _NFT_TIMESTEP_STREAM = 0x4EF9
 WEIGHT_FLOOR = 1e-5  # the reference's clip of the adaptive weight
 # Schedule times below this are not re-noised at: ComfyUI's normal schedule ends …, 0.001, 0, and at t = 0.001 x_t is
-# the sample itself while the velocity's 1/t makes the KL term a million times larger (the reference's SD3 schedule,
-# shift 3 and 10 steps, ends at t = 0.25).
+# the sample itself while the velocity's 1/t makes the KL term a million times larger.
 MIN_RENOISE_TIME = 0.01
 
 
@@ -147,7 +147,7 @@ class NFTTrainer(GRPOTrainer):
                 final = samplers.sample_flow(
                     denoise, x, self.times, rule=c.rule, eta=self.etas, window=self.sde_window(iteration),
                     noise_scale=self.noise_scale, ode_solver=self.ode_solver,
-                    noise=samplers.StepNoise([samplers.derive_seed(s, _STEP_NOISE_STREAM) for s in seeds]))
+                    noise=samplers.StepNoise([samplers.derive_seed(s, STEP_NOISE_STREAM) for s in seeds]))
         return final, FinalChunk(rows, cond, final.detach(), list(seeds))
 
     @staticmethod
@@ -252,10 +252,4 @@ class NFTTrainer(GRPOTrainer):
                                  self.config.nft_decay_max)
 
 
-def make_trainer(policy, reward_fn, config, **kwargs) -> GRPOTrainer:
-    """The trainer for ``config.algorithm``: GRPOTrainer or NFTTrainer."""
-    cls = NFTTrainer if config.algorithm == "diffusion_nft" else GRPOTrainer
-    return cls(policy, reward_fn, config, **kwargs)
-
-
-__all__ = ["NFTTrainer", "OldPolicy", "FinalChunk", "make_trainer", "nft_loss", "optimality_probability"]
+__all__ = ["NFTTrainer", "OldPolicy", "FinalChunk", "nft_loss", "optimality_probability"]
