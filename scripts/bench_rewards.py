@@ -62,7 +62,8 @@ def full_size_reward(arch: str, folder: str):
     from clip_fixtures import tiny_vocab_size, write_processor
     from transformers import CLIPConfig, CLIPModel
 
-    from training.rewards.clip_family import ClipRewardBase, ImageSpec, PickScoreReward, _load_tokenizer
+    from training.rewards.clip_family import ClipRewardBase, ImageSpec, PickScoreReward
+    from training.rewards.clip_family.model import _load_tokenizer
     (width, layers, heads, patch), (text_width, text_layers, text_heads), projection = FULL_SIZES[arch]
     vocab = tiny_vocab_size()
     processor = write_processor(os.path.join(folder, arch.replace("/", "_")), image_size=224, max_length=77)

@@ -110,7 +110,7 @@ def test_no_loader_of_the_pack_unpickles_a_crafted_file(tmp_path, style):
         load_state_dict_file(outside)
     if importlib.util.find_spec("transformers") is not None:
         from clip_fixtures import make_tiny_clip_dir
-        from training.rewards.clip_family import _load_clip_model
+        from training.rewards.clip_family.model import _load_clip_model
         folder = tmp_path / "clip"
         make_tiny_clip_dir(folder)
         (folder / "model.safetensors").unlink()

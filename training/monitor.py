@@ -16,7 +16,7 @@ from typing import Callable, List, Optional
 import torch
 
 from ._host import samplers
-from .rewards.base import evaluate_reward
+from .rewards.evaluate import evaluate_reward
 
 MONITOR_STREAM = 0x40D1
 

@@ -13,7 +13,7 @@ import torch
 
 from ._host import samplers
 from .errors import NonFiniteTraining
-from .rewards.base import evaluate_reward
+from .rewards.evaluate import evaluate_reward
 
 INIT_NOISE_STREAM = 0x1A17
 STEP_NOISE_STREAM = 0x57E9

@@ -5,7 +5,8 @@ live in training/toy/rewards.py and are imported from there on first use of thei
 loads no toy module.
 """
 import importlib
-from .base import Reward, RewardError, RewardFn, RewardResult, evaluate_reward, reward_models, reward_name
+from .base import Reward, RewardError, RewardFn, RewardResult, reward_models, reward_name
+from .evaluate import evaluate_reward
 from .clip_family import (AestheticReward, CLIPScoreReward, HPSv2Reward, PickScoreReward, RewardDependencyMissing,
                           RewardModelNotFound, find_reward_model, load_clip_reward, reward_model_layout)
 from .combine import CombinedReward, z_normalise

@@ -62,6 +62,17 @@ def check_finite_inputs(batch: torch.Tensor, name: str, kind: str) -> None:
                           "and the sampler settings")
 
 
+def check_videos(videos: torch.Tensor, prompts: Sequence[str], name: str) -> None:
+    if not isinstance(videos, torch.Tensor) or videos.dim() != 5 or videos.shape[-1] not in (1, 3, 4):
+        shape = list(videos.shape) if isinstance(videos, torch.Tensor) else type(videos).__name__
+        raise RewardError(f"reward '{name}' needs videos [B, T, H, W, C] with C in (1, 3, 4), got {shape}")
+    if isinstance(prompts, str) or len(prompts) != videos.shape[0]:
+        raise RewardError(f"reward '{name}' got {videos.shape[0]} videos but "
+                          f"{'a single string' if isinstance(prompts, str) else len(prompts)} prompts; pass one "
+                          "prompt per video")
+    check_finite_inputs(videos, name, "video")
+
+
 def check_rewards(rewards: torch.Tensor, batch: int, name: str) -> torch.Tensor:
     if rewards is None:
         raise RewardError(f"reward '{name}' returned None; it must return a tensor of {batch} rewards, one per image "
@@ -111,7 +122,6 @@ class Reward:
 
     def evaluate(self, images: torch.Tensor, prompts: Sequence[str]) -> RewardResult:
         if self.accepts_video and isinstance(images, torch.Tensor) and images.dim() == 5:
-            from .video import check_videos
             check_videos(images, prompts, self.name)
         else:
             check_images(images, prompts, self.name)
@@ -126,13 +136,9 @@ class Reward:
         return f"{type(self).__name__}(name={self.name!r})"
 
 
-def evaluate_reward(reward: RewardFn, images: torch.Tensor, prompts: Sequence[str]) -> RewardResult:
-    """Score with any reward callable, applying the contract's checks to plain functions too. Videos
-    [B, T, H, W, C] go to :func:`video.evaluate_video_reward` (frame by frame, mean, unless the reward takes
-    videos)."""
-    if isinstance(images, torch.Tensor) and images.dim() == 5:
-        from .video import evaluate_video_reward
-        return evaluate_video_reward(reward, images, prompts)
+def evaluate_image_reward(reward: RewardFn, images: torch.Tensor, prompts: Sequence[str]) -> RewardResult:
+    """Score images [B, H, W, C] with any reward callable, applying the contract's checks to plain functions too
+    (``evaluate.evaluate_reward`` also takes videos)."""
     if isinstance(reward, Reward):
         return reward.evaluate(images, prompts)
     name = reward_name(reward)

@@ -5,7 +5,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from .base import Reward, RewardError, RewardFn, evaluate_reward, reward_models, reward_name
+from .base import Reward, RewardError, RewardFn, reward_models, reward_name
+from .evaluate import evaluate_reward
 
 EPS = 1e-8
 

@@ -12,7 +12,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from .base import Reward, RewardFn, RewardResult, evaluate_reward, reward_name
+from .base import Reward, RewardFn, RewardResult, reward_name
+from .evaluate import evaluate_reward
 
 
 class ManagedReward(Reward):

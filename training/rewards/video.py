@@ -10,21 +10,10 @@ from typing import Sequence
 
 import torch
 
-from .base import (Reward, RewardError, RewardFn, RewardResult, check_finite_inputs, check_rewards, evaluate_reward,
-                   reward_models, reward_name)
+from .base import (Reward, RewardFn, RewardResult, check_rewards, check_videos, evaluate_image_reward, reward_models,
+                   reward_name)
 
 FRAME_REDUCTIONS = ("mean", "min", "max", "first", "middle", "last")
-
-
-def check_videos(videos: torch.Tensor, prompts: Sequence[str], name: str) -> None:
-    if not isinstance(videos, torch.Tensor) or videos.dim() != 5 or videos.shape[-1] not in (1, 3, 4):
-        shape = list(videos.shape) if isinstance(videos, torch.Tensor) else type(videos).__name__
-        raise RewardError(f"reward '{name}' needs videos [B, T, H, W, C] with C in (1, 3, 4), got {shape}")
-    if isinstance(prompts, str) or len(prompts) != videos.shape[0]:
-        raise RewardError(f"reward '{name}' got {videos.shape[0]} videos but "
-                          f"{'a single string' if isinstance(prompts, str) else len(prompts)} prompts; pass one "
-                          "prompt per video")
-    check_finite_inputs(videos, name, "video")
 
 
 def reduce_frames(scores: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -63,10 +52,10 @@ class FrameReward(Reward):
 
     def evaluate(self, images: torch.Tensor, prompts: Sequence[str]):
         if images.dim() == 4:  # a plain image batch: score it as the wrapped reward would
-            return evaluate_reward(self.reward, images, prompts)
+            return evaluate_image_reward(self.reward, images, prompts)
         check_videos(images, prompts, self.name)
         batch, frames = images.shape[:2]
-        per_frame = evaluate_reward(self.reward, images.flatten(0, 1), [p for p in prompts for _ in range(frames)])
+        per_frame = evaluate_image_reward(self.reward, images.flatten(0, 1), [p for p in prompts for _ in range(frames)])
         scores = reduce_frames(per_frame.rewards.view(batch, frames), self.reduction)
         details = {"frame_rewards": per_frame.rewards.view(batch, frames).tolist()}
         return RewardResult(check_rewards(scores, batch, self.name), details)
