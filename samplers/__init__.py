@@ -5,7 +5,7 @@ No ComfyUI imports: this package is used by the ComfyUI nodes, the GRPO trainer 
 from .logprob import LOG_PROB_KINDS, gaussian_kl_equal_std, log_prob
 from .eta_schedule import EtaSchedule
 from .image_noise import estimate_noise, estimate_noise_chw
-from . import solvers
+from . import solvers, toy2d
 from .loop import Trajectory, sample_flow
 from .noise import StepNoise, derive_seed
 from .noise_level import NoiseLevels, noise_levels
@@ -17,7 +17,7 @@ __all__ = [
     "RULES", "STOCHASTIC_RULES", "DEFAULT_ETA", "ETA_RANGE", "check_eta_range", "Transition", "step", "transition_mean",
     "coefficients",
     "LOG_PROB_KINDS", "log_prob", "gaussian_kl_equal_std",
-    "solvers", "EtaSchedule", "estimate_noise", "estimate_noise_chw", "Trajectory", "sample_flow", "StepNoise", "derive_seed",
+    "solvers", "toy2d", "EtaSchedule", "estimate_noise", "estimate_noise_chw", "Trajectory", "sample_flow", "StepNoise", "derive_seed",
     "NoiseLevels", "noise_levels",
     "SCHEDULES", "flow_schedule", "comfy_normal", "comfy_simple", "sd3_schedule", "uniform_schedule", "shift_time",
 ]

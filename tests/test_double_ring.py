@@ -126,3 +126,21 @@ def test_bench_script_prints_the_table_and_writes_the_plot(tmp_path):
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     assert len(rows) == 2 + 6 * 2 and "noise floor" in rows[1]
     assert out.stat().st_size > 1000
+
+
+def test_the_samplers_package_exports_the_toy2d_module():
+    """``samplers.toy2d`` works after a plain ``import samplers`` (a fresh interpreter: nothing imported the
+    submodule by name before), and it is the module samplers/toy2d.py."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import samplers
+    import samplers.toy2d
+    assert "toy2d" in samplers.__all__ and samplers.toy2d.__file__.endswith("toy2d.py")
+    code = ("import samplers, torch; x = samplers.toy2d.double_ring(8, torch.Generator().manual_seed(0)); "
+            "print(samplers.toy2d.radial_stats(x)['off_ring'])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) < 1e-12  # every sample lies on a ring
