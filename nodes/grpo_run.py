@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import save_file
 
 from ..training import run_folders
+from ..training.checkpoint import CHECKPOINT_NAME, atomic_write, trained_iterations
 from ..training.methods.dense import calibrate_exploration
-from ..training.checkpoint import CHECKPOINT_NAME, atomic_write
 from ..training.grpo_config import GRPOConfig
 from ..training.methods import make_trainer as make_trainer_for
 from ..training.rewards import weight_free_reward
@@ -32,6 +32,8 @@ from .reward_placement import managed_by_comfy
 from .grpo_host import HostLoRA, HostRun, PromptConds, train_grpo_in_comfy, trainable_clone
 
 CHART_EVENT = "flow_cps.grpo"
+LORA_FINAL = "lora_final.safetensors"
+CURVE = "reward_curve.png"  # the command line's (the node has its reward_curve output)
 log = logging.getLogger("flow_cps")
 
 
@@ -102,11 +104,6 @@ def save_lora_file(lora_sd: dict, path: str, metadata: Optional[dict] = None) ->
     """Atomic safetensors write (temporary file in the same folder, fsynced, then renamed)."""
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in lora_sd.items()}
     return atomic_write(path, lambda temporary: save_file(tensors, temporary, metadata=metadata))
-
-
-def _write_json(value, path: str) -> None:
-    with open(path, "w") as handle:
-        json.dump(value, handle, indent=1, default=str)
 
 
 def _preview(images: torch.Tensor, max_images: int = 8):
@@ -221,6 +218,8 @@ class GRPORunResult:
     curve: torch.Tensor
     run_info: dict
     chart: dict  # the live chart's last state (chart_payload), also sent with the node's UI output
+    # a resume whose checkpoint held every iteration: the final files it wrote (None: the run trained)
+    finished: Optional[List[str]] = None
 
 
 def default_monitor(monitor, model):
@@ -247,6 +246,11 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
     if not run_folders.is_run_folder(run_folder, folder_paths.get_output_directory()):  # resolve_resume ensures it
         raise RuntimeError(f"flow-cps: refusing to write a run outside output/flow_cps_grpo/ ({run_folder})")
     checkpoint = os.path.join(run_folder, CHECKPOINT_NAME)
+    done = trained_iterations(resume) if resume else 0
+    if done > config.iterations:
+        raise ValueError(f"resume_from: {resume} already holds {done} iterations and iterations is "
+                         f"{config.iterations} (the total, not the number to add): set iterations to {done} to "
+                         f"finish that run, or above {done} to train more")
     run_info = {"base_model": model_description(model), "rule": config.rule, "eta": config.eta,
                 "reward": getattr(reward, "name", type(reward).__name__), "prompts": prompts,
                 "lora_rank": config.lora_rank, "lora_alpha": config.lora_alpha, "lora_preset": preset,
@@ -310,17 +314,41 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
     what = "DiffusionNFT" if config.algorithm == "diffusion_nft" else "GRPO"
     curve = reward_curve(run_info["history"], f"{what} reward ({config.rule}, {run_info['reward']})",
                          run_info["value_range"])
+    names, finished = final_files(cli_run is not None), None
+    if resume and done == config.iterations:  # nothing left to train: write what a kill left unwritten
+        names = finished = run_folders.stale_final_files(run_folder, names, done)
+        log.warning("flow-cps GRPO: %s already holds all %d iterations; %s", resume, done,
+                    f"the run stopped before its final files: writing {', '.join(names)}" if names else
+                    "its final files are all written, nothing to write")
     if headless.writes_files():
-        save_lora_file(lora_sd, os.path.join(run_folder, "lora_final.safetensors"), lora_metadata(run_info))
-        atomic_write(os.path.join(run_folder, "metrics.json"),
-                     lambda temporary: _write_json(run_info, temporary))
-        if cli_run is not None:  # the command line has no reward-curve output to show it on
-            from PIL import Image
-            atomic_write(os.path.join(run_folder, "reward_curve.png"), lambda temporary: Image.fromarray(
-                (curve[0] * 255).round().byte().numpy()).save(temporary, format="PNG"))
+        written = write_final_files(run_folder, names, lora_sd, run_info, curve)
+        if cli_run is not None:  # the command line lists them (a run that trained also wrote its checkpoint)
+            cli_run.written.extend(written + ([checkpoint] if finished is None else []))
     trained, _ = comfy.sd.load_lora_for_models(model, None, lora_sd, 1.0, 0)
     chart.pop("node", None)
-    return GRPORunResult(trained, lora_sd, curve, run_info, chart)
+    return GRPORunResult(trained, lora_sd, curve, run_info, chart, finished)
+
+
+def final_files(command_line: bool) -> List[str]:
+    """The files a run writes after its last checkpoint (the command line also writes the reward curve)."""
+    return [LORA_FINAL, "metrics.json", *([CURVE] if command_line else [])]
+
+
+def write_final_files(run_folder: str, names: List[str], lora_sd: dict, run_info: dict, curve) -> List[str]:
+    """Each of ``names`` (see final_files) atomically, each recording the iterations it holds; returns the paths."""
+    written = []
+    for name in names:
+        path = os.path.join(run_folder, name)
+        if name == LORA_FINAL:
+            save_lora_file(lora_sd, path, lora_metadata(run_info))
+        elif name == "metrics.json":
+            run_folders.write_json(path, run_info)
+        elif name == CURVE:
+            run_folders.write_reward_curve(path, curve, run_info["iterations"])
+        else:
+            raise ValueError(f"not a final file of a run: {name}")
+        written.append(path)
+    return written
 
 
 def calibrate_exploration_in_comfy(*, model, vae, reward, prompts_text: str, negative_text: str, clip, latent_shape,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional
 
 log = logging.getLogger("flow_cps")
@@ -38,6 +38,7 @@ class HeadlessRun:
     rank: int
     world_size: int
     send_event: Callable[[str, dict], None]
+    written: List[str] = field(default_factory=list)  # the final files the run wrote (rank 0)
 
     @property
     def writes(self) -> bool:

@@ -114,6 +114,16 @@ def held_out_summary(run_info: dict) -> str:
     return text
 
 
+def finished_summary(finished, iterations: int) -> str:
+    """What a resume of a run whose checkpoint held every iteration did ('' when the run trained)."""
+    if finished is None:
+        return ""
+    if not finished:
+        return f"\nthe checkpoint already held all {iterations} iterations and its final files: nothing was written"
+    return (f"\nthe checkpoint already held all {iterations} iterations; the run had stopped before its final files: "
+            f"wrote {', '.join(finished)}")
+
+
 class GRPOTrainLoRA(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -259,7 +269,8 @@ class GRPOTrainLoRA(io.ComfyNode):
         info = json.dumps(result.run_info, default=str)
         last = result.run_info["history"][-1] if result.run_info["history"] else {}
         text = (f"{result.run_info['iterations']} iterations, reward {last.get('reward_mean', float('nan')):.4f}; "
-                f"saved in {result.run_info['run_folder']}" + held_out_summary(result.run_info))
+                f"saved in {result.run_info['run_folder']}" + held_out_summary(result.run_info)
+                + finished_summary(result.finished, result.run_info['iterations']))
         chart = result.chart
         # the chart data also rides on the node's UI output, so a cached re-run or a reopened page redraws it
         return io.NodeOutput(result.model, result.lora, result.curve, info,

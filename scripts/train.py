@@ -7,12 +7,14 @@
 Writes <out>/metrics.json (the settings actually used, one record per iteration and, after a resume with changed
 settings, the segments), <out>/reward_curve.png, <out>/checkpoint.safetensors (resume with --resume) and
 <out>/lora.safetensors (ComfyUI LoRA format, loads with LoraLoaderModelOnly on the toy model).
+Every file is written atomically (a kill leaves the old file or none, never half of one). A run killed after its last
+checkpoint but before its final files is finished by --resume with the same --iterations: it writes the final files
+that are missing (or left from an earlier segment) from the checkpoint, bit for bit what the run would have written.
 An old <out>/checkpoint.pt (v1) is not read: convert it with scripts/convert_checkpoint_v1.py.
 Every argument is checked before anything is loaded or trained; a NaN in training stops the run with an error and
 leaves the last good checkpoint as it was.
 """
 import argparse
-import json
 import os
 import sys
 
@@ -23,12 +25,14 @@ import torch  # noqa: E402
 from samplers import DEFAULT_ETA, RULES  # noqa: E402
 from training.checkpoint import CHECKPOINT_NAME, CheckpointError, trained_iterations, v1_hint  # noqa: E402
 from training.grpo_config import GRPOConfig  # noqa: E402
+from training.run_folders import stale_final_files, write_json, write_reward_curve  # noqa: E402
 from training.script_args import HelpFormatter, number, output_folder, whole_number  # noqa: E402
 from training.toy.prompts import parse_digit  # noqa: E402
 
 TOY_REWARDS = {"bold_digit": "BoldDigitReward", "digit": "DigitReward"}
 
 ALLOW_FLAG = "--allow-changed-settings"
+FINAL_FILES = ("metrics.json", "reward_curve.png", "lora.safetensors")  # written after the last checkpoint
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +79,7 @@ def parse_args(argv=None):
     """Parse and check every argument (exits with a message naming the argument when one is unusable)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.finish = []  # with --resume of a run whose iterations are all done: the final files to write
     args.prompt_list = [p.strip() for p in args.prompts.split(",") if p.strip()]
     if not args.prompt_list:
         parser.error("argument --prompts: give at least one prompt, e.g. 'a handwritten 5,a handwritten 1'")
@@ -98,10 +103,12 @@ def parse_args(argv=None):
             done = trained_iterations(checkpoint)
         except CheckpointError as e:
             parser.error(f"--resume: {e}")
-        if done >= args.iterations:
+        args.finish = stale_final_files(args.out, FINAL_FILES, done) if done == args.iterations else []
+        if done > args.iterations or (done == args.iterations and not args.finish):
             parser.error(f"--resume: {checkpoint} already holds {done} iterations and --iterations is "
-                         f"{args.iterations} (the total, not the number to add): nothing left to do. Raise "
-                         f"--iterations above {done}, e.g. --iterations {done + args.iterations}")
+                         f"{args.iterations} (the total, not the number to add): nothing left to do"
+                         + (" (its final files are all written)" if done == args.iterations else "")
+                         + f". Raise --iterations above {done}, e.g. --iterations {done + args.iterations}")
     elif os.path.exists(checkpoint):
         parser.error(f"argument --out: {args.out} already holds a run ({CHECKPOINT_NAME}); pass --resume to continue "
                      "it, or choose another --out (a new run never overwrites an old one)")
@@ -129,25 +136,33 @@ def settings_label(trainer) -> str:
     return " → ".join(labels)
 
 
-def write_outputs(trainer, out: str) -> None:
-    from PIL import Image
+def write_outputs(trainer, out: str, names=FINAL_FILES) -> None:
+    """The final files (``names``: all of FINAL_FILES, or the ones a finishing resume lacks), each atomically and
+    each recording the iterations it holds (training.run_folders.stale_final_files reads that)."""
     from safetensors.torch import save_file
 
+    from training.checkpoint import atomic_write
     from training.trainer import reward_curve
 
     reward = trainer.reward_fn.name
-    with open(os.path.join(out, "metrics.json"), "w") as handle:
-        json.dump({"config": trainer.config.to_dict(), "reward": reward, "monitor": "paper_haze",
-                   "monitor_baseline": trainer.monitor_baseline, "segments": trainer.segments,
-                   "history": trainer.history}, handle, indent=1)
-    curve = reward_curve(trainer.history, title=f"GRPO on the toy model, {settings_label(trainer)}, {reward} reward",
-                         value_range=trainer.reward_fn.value_range)
-    Image.fromarray((curve[0] * 255).round().byte().numpy()).save(os.path.join(out, "reward_curve.png"))
-    save_file(trainer.export_lora_state_dict(), os.path.join(out, "lora.safetensors"),  # the EMA when it is on
-              metadata={"base_model": "flow-cps toy DiT", "rule": trainer.config.rule, "reward": reward,
-                        "iterations": str(trainer.iteration)})
-    for name in ("metrics.json", "reward_curve.png", "lora.safetensors", CHECKPOINT_NAME):
-        print(f"wrote {os.path.join(out, name)}")
+    if "metrics.json" in names:
+        write_json(os.path.join(out, "metrics.json"), {
+            "config": trainer.config.to_dict(), "reward": reward, "monitor": "paper_haze",
+            "monitor_baseline": trainer.monitor_baseline, "segments": trainer.segments,
+            "iterations": trainer.iteration, "history": trainer.history})
+    if "reward_curve.png" in names:
+        curve = reward_curve(trainer.history, value_range=trainer.reward_fn.value_range,
+                             title=f"GRPO on the toy model, {settings_label(trainer)}, {reward} reward")
+        write_reward_curve(os.path.join(out, "reward_curve.png"), curve, trainer.iteration)
+    if "lora.safetensors" in names:
+        lora = trainer.export_lora_state_dict()  # the EMA when it is on
+        metadata = {"base_model": "flow-cps toy DiT", "rule": trainer.config.rule, "reward": reward,
+                    "iterations": str(trainer.iteration)}
+        atomic_write(os.path.join(out, "lora.safetensors"),
+                     lambda temporary: save_file(lora, temporary, metadata=metadata))
+    for name in FINAL_FILES:
+        if name in names:
+            print(f"wrote {os.path.join(out, name)}")
 
 
 def main(argv=None) -> int:
@@ -177,6 +192,12 @@ def main(argv=None) -> int:
                          "then records which iterations used which)")
             except CheckpointError as e:
                 sys.exit(f"--resume: {e}")
+        if args.finish:  # killed after its last checkpoint: nothing to train, the final files to write
+            if trainer.world.rank == 0:
+                print(f"{checkpoint} already holds all {trainer.iteration} iterations; the run stopped before "
+                      f"writing {', '.join(args.finish)}: writing them from the checkpoint")
+                write_outputs(trainer, args.out, args.finish)
+            return 0
         os.makedirs(args.out, exist_ok=True)
         try:
             trainer.train(checkpoint_path=checkpoint)
@@ -184,6 +205,7 @@ def main(argv=None) -> int:
             sys.exit(f"training stopped: {e}")
         if trainer.world.rank == 0:
             write_outputs(trainer, args.out)
+            print(f"wrote {checkpoint}")
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

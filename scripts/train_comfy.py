@@ -15,7 +15,9 @@ given wins over the workflow's value, the rest keep it (or the node's default). 
 <output>/flow_cps_grpo/<run name>/ exactly as from the node: checkpoint.safetensors (atomic, every
 --checkpoint-every iterations; --resume continues it, also after a kill), lora_final.safetensors (ComfyUI's LoRA
 format with the Save LoRA node's metadata: load it with LoraLoaderModelOnly), metrics.json and reward_curve.png,
-all written by rank 0. Every argument is checked before any model is loaded.
+all written atomically by rank 0. A run killed after its last checkpoint but before those final files is finished
+by --resume with the same --iterations (it writes the missing ones from the checkpoint). Every argument is checked
+before any model is loaded.
 """
 import argparse
 import asyncio
@@ -27,6 +29,7 @@ import sys
 
 PACK_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAINER = "FlowCPS_GRPOTrainLoRA"
+FINAL_FILES = ("lora_final.safetensors", "metrics.json", "reward_curve.png")  # what a run writes after its checkpoint
 # (flag, trainer input, type, help): every trainer-node setting; None = keep the workflow's value or the default
 SETTINGS = [
     ("--cfg", "cfg", float, "classifier-free guidance scale"),
@@ -356,6 +359,8 @@ def check_before_loading(args, graph, trainer_id, folder_paths, headless):
     if args.resume:
         if not os.path.isfile(checkpoint):
             problems.append(f"--resume: no checkpoint at {checkpoint}")
+        else:
+            problems += finished_run_problems(checkpoint, inputs.get("iterations"))
         inputs["resume_from"] = os.path.relpath(checkpoint, folder_paths.get_output_directory())
     else:
         inputs["resume_from"] = ""
@@ -365,6 +370,33 @@ def check_before_loading(args, graph, trainer_id, folder_paths, headless):
     if problems:
         sys.exit("train_comfy.py: error: " + "\n  ".join(["the run cannot start:", *problems]))
     return run_folder
+
+
+def pack_module(name: str):
+    """A pure-torch module of this pack (training/…) before ComfyUI is imported; the pack folder goes to the end of
+    sys.path, so it never shadows a ComfyUI module of the same name (its nodes/)."""
+    if PACK_DIR not in sys.path:
+        sys.path.append(PACK_DIR)
+    return importlib.import_module(name)
+
+
+def finished_run_problems(checkpoint: str, iterations) -> list:
+    """--resume of a checkpoint that holds every iteration: fine when final files are missing (the run then writes
+    them), else nothing is left to do; more iterations than --iterations is a mistake. Returns the problems."""
+    checkpoints = pack_module("training.checkpoint")
+    run_folders = pack_module("training.run_folders")
+    try:
+        done = checkpoints.trained_iterations(checkpoint)
+    except checkpoints.CheckpointError as e:
+        return [f"--resume: {e}"]
+    if not isinstance(iterations, int) or done < iterations:
+        return []
+    if done == iterations and run_folders.stale_final_files(os.path.dirname(checkpoint), FINAL_FILES, done):
+        return []
+    return [f"--resume: {checkpoint} already holds {done} iterations and --iterations is {iterations} (the total, not "
+            "the number to add): nothing left to do" + (" (its final files are all written)" if done == iterations
+                                                        else "")
+            + f". Raise --iterations above {done}, e.g. --iterations {done + iterations}"]
 
 
 def progress_printer(rank: int):
@@ -424,8 +456,8 @@ def main(argv=None) -> int:
         except headless.HeadlessFailure as e:
             sys.exit(f"training stopped: {e}")
         if args.rank == 0:
-            for name in ("lora_final.safetensors", "checkpoint.safetensors", "metrics.json", "reward_curve.png"):
-                print(f"wrote {os.path.join(run_folder, name)}")
+            for path in run.written:
+                print(f"wrote {path}")
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

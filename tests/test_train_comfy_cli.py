@@ -122,3 +122,31 @@ def test_method_flags_add_or_set_method_nodes_in_front_of_the_trainer(cli, comfy
     assert args.graph == graph
     _, message = error_of(capsys, lambda: parse(cli, *comfyui, "--workflow", str(graph_file), "--method", "ppo"))
     assert "--method: invalid choice: 'ppo'" in message
+
+
+def test_resume_of_a_run_whose_iterations_are_all_done(cli, tmp_path):
+    """Before ComfyUI loads: a checkpoint holding every iteration resumes when final files are missing or show an
+    earlier segment (the node then writes them), and is refused with nothing left to do, or asked for fewer."""
+    from safetensors.torch import save_file
+
+    from training.checkpoint import CHECKPOINT_NAME, write_checkpoint
+    from training.run_folders import write_json, write_reward_curve
+    import torch
+    folder = tmp_path / "flow_cps_grpo" / "run"
+    checkpoint = str(folder / CHECKPOINT_NAME)
+    write_checkpoint(checkpoint, {"iteration": 4, "history": []})
+    assert cli.finished_run_problems(checkpoint, 5) == []  # more to train
+    assert cli.finished_run_problems(checkpoint, 4) == []  # no final file: the run writes them
+    save_file({"a": torch.zeros(1)}, str(folder / "lora_final.safetensors"), metadata={"flow_cps.iterations": "4"})
+    write_json(str(folder / "metrics.json"), {"iterations": 4})
+    write_reward_curve(str(folder / "reward_curve.png"), torch.zeros(1, 2, 2, 3), 3)  # from an earlier segment
+    assert cli.finished_run_problems(checkpoint, 4) == []
+    write_reward_curve(str(folder / "reward_curve.png"), torch.zeros(1, 2, 2, 3), 4)
+    [problem] = cli.finished_run_problems(checkpoint, 4)
+    assert "already holds 4 iterations and --iterations is 4" in problem and "final files are all written" in problem
+    assert "Raise --iterations above 4" in problem
+    [problem] = cli.finished_run_problems(checkpoint, 3)
+    assert "already holds 4 iterations and --iterations is 3" in problem and "final files" not in problem
+    (folder / CHECKPOINT_NAME).write_bytes(b"not a checkpoint")
+    [problem] = cli.finished_run_problems(checkpoint, 4)
+    assert problem.startswith("--resume: ") and "not a flow-cps GRPO checkpoint" in problem

@@ -4,14 +4,20 @@ Every run lives in ``<output>/flow_cps_grpo/<run_name>[_N]/``. A resume path mus
 file inside such a run folder: ComfyUI's upload endpoint can put files into the output folder of a ``--listen``
 server, so nothing outside the trainer's own folder is read, and a resumed run writes only into its own run folder.
 No ComfyUI import here (the node passes ComfyUI's output directory), so the rules are tested without a host.
+
+Also the files a run folder holds besides its checkpoint, for every trainer (the node, scripts/train.py,
+scripts/train_comfy.py): :func:`write_json` (every JSON a run writes, atomically) and the final files' record of how
+many iterations they hold (:func:`recorded_iterations`, :func:`stale_final_files`), so a run killed after its last
+checkpoint but before its final files can be finished by resuming it.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
-from typing import List, Optional
+from typing import Iterable, List, Optional
 
-from .checkpoint import CHECKPOINT_NAME, CheckpointError, trained_iterations, v1_hint
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, atomic_write, trained_iterations, v1_hint
 
 RUNS_FOLDER = "flow_cps_grpo"
 
@@ -127,5 +133,68 @@ def resolve_resume(output_dir: str, resume_from: str, run_name: str) -> Optional
     return real
 
 
-__all__ = ["RUNS_FOLDER", "checkpoint_dir", "is_inside", "is_run_folder", "latest_checkpoint", "new_run_folder",
+# ----- the files a run writes besides its checkpoint -----------------------------------------------------------------
+ITERATIONS_KEY = "flow_cps.iterations"  # a PNG text chunk / LoRA metadata key: the iterations the file shows
+
+
+def write_json(path: str, value, indent: Optional[int] = 1) -> str:
+    """Write ``value`` as JSON atomically (training.checkpoint.atomic_write: a temporary file in the same folder,
+    flushed and fsynced, then ``os.replace``d over ``path``): a kill or an error at any point leaves the old file (or
+    none), never a truncated one. Values JSON cannot hold are written as ``str(value)``."""
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(value, handle, indent=indent, default=str)
+            handle.flush()
+    return atomic_write(path, write)
+
+
+def write_reward_curve(path: str, curve, iterations: int) -> str:
+    """The reward curve (an IMAGE tensor [1, H, W, 3] in 0…1) as a PNG, atomically, recording ``iterations``."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text(ITERATIONS_KEY, str(int(iterations)))
+    image = Image.fromarray((curve[0] * 255).round().byte().cpu().numpy())
+    return atomic_write(path, lambda temporary: image.save(temporary, format="PNG", pnginfo=info))
+
+
+def recorded_iterations(path: str) -> Optional[int]:
+    """How many trained iterations a run's final file records: a LoRA's metadata (``iterations`` or
+    ``flow_cps.iterations``), a metrics JSON's ``iterations`` (else the length of its ``history``), a reward-curve
+    PNG's text chunk. None when the file is missing, unreadable or records nothing (then it is rewritten)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors import safe_open
+            with safe_open(path, "pt") as handle:
+                metadata = handle.metadata() or {}
+            value = metadata.get(ITERATIONS_KEY, metadata.get("iterations"))
+            return int(json.loads(value)) if value is not None else None
+        if path.endswith(".json"):
+            with open(path, encoding="utf-8") as handle:
+                value = json.load(handle)
+            if isinstance(value.get("iterations"), int):
+                return value["iterations"]
+            return len(value["history"]) if isinstance(value.get("history"), list) else None
+        if path.endswith(".png"):
+            from PIL import Image
+            with Image.open(path) as image:
+                value = image.text.get(ITERATIONS_KEY)
+            return int(value) if value is not None else None
+    except Exception:  # a damaged or foreign file: it does not show this run's end
+        return None
+    return None
+
+
+def stale_final_files(folder: str, names: Iterable[str], iterations: int) -> List[str]:
+    """The final files of ``folder`` (``names``) that do not show ``iterations`` trained iterations: missing, damaged,
+    or left from an earlier segment of a resumed run. A resume whose checkpoint already holds every iteration writes
+    these, and only these."""
+    return [name for name in names if recorded_iterations(os.path.join(folder, name)) != iterations]
+
+
+__all__ = ["RUNS_FOLDER", "ITERATIONS_KEY", "checkpoint_dir", "recorded_iterations", "stale_final_files",
+           "write_json", "write_reward_curve", "is_inside", "is_run_folder", "latest_checkpoint", "new_run_folder",
            "resolve_resume", "run_family", "runs_root"]
