@@ -1,6 +1,7 @@
 """GRPO LoRA training nodes: the trainer, the LoRA save node and the DenseGRPO exploration calibration."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -11,9 +12,9 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..samplers import DEFAULT_ETA, ETA_RANGE, LOG_PROB_KINDS, check_eta_range
-from ..training.methods.dense import SIGMA_RULES
-from ..training.grpo_config import GRPOConfig
+from ..training.grpo_config import ADVANTAGE_STD_MODES, GRPOConfig
 from ..training.latent_shape import rollout_latent_shape
+from ..training.methods.dense import SIGMA_RULES
 from ..training.toy.model import PIXELS_PER_LATENT
 from . import headless
 from .lora_presets import AUTO, PRESETS
@@ -28,6 +29,7 @@ CATEGORY = "flow-cps/training"
 MONITOR_SAMPLES = 4  # held-out samples the drift monitor scores per iteration
 TRAIN_RULES = ["cps", "cpws", "precise", "flow_sde", "dance_sde"]
 SEED_MAX = 0xFFFFFFFFFFFFFFFF  # the stock seed range (KSampler)
+GRPO_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}  # widgets of a config field default to it
 
 
 def eta_input(rules, default, what="Noise amount η of the rule"):
@@ -205,6 +207,20 @@ class GRPOTrainLoRA(io.ComfyNode):
                                tooltip="Autocast for every model forward of the run (rollouts and training): "
                                        "float32 = none, the model runs as ComfyUI loaded it. LoRA weights, optimizer "
                                        "state and log-probs stay float32."),
+                # optional widgets: an API workflow exported before they existed still runs (with the defaults)
+                io.Float.Input("min_train_std", default=GRPO_DEFAULTS["min_train_std"], min=0.0, max=1.0,
+                               step=FINE_STEP, optional=True,
+                               tooltip="Steps whose noise std (in units of the initial noise) is below this are "
+                                       "sampled but not trained. The last step into σ_min (e.g. t' = 0.001 with the "
+                                       "normal scheduler) has std ≈ 0.001 under CPS/CPWS/Precise: its Gaussian "
+                                       "log-prob weighs it by 1/std², and trained it alone decides the update (a "
+                                       "grey haze on the toy). 0 = train every stochastic step, as the reference "
+                                       "trainers do."),
+                io.Combo.Input("advantage_std", options=list(ADVANTAGE_STD_MODES),
+                               default=GRPO_DEFAULTS["advantage_std"], optional=True,
+                               tooltip="Std that normalises the advantages (reward − group mean): 'group' = each "
+                                       "prompt's own group (DanceGRPO, Precise); 'global' = all samples of the "
+                                       "iteration (flow_grpo's global_std)."),
                 io.Clip.Input("clip", optional=True,
                               tooltip="The model's text encoder (as for CLIP Text Encode). Not needed for the toy "
                                       "digit model."),
@@ -243,6 +259,7 @@ class GRPOTrainLoRA(io.ComfyNode):
                 sde_start_step, sde_end_step, group_size, prompts_per_iteration, iterations, lora_rank, lora_alpha,
                 lora_targets, learning_rate, beta, clip_range, log_prob_kind, dense_rewards, seed, checkpoint_every,
                 run_name, resume_from, sample_batch_size, train_batch_size, gradient_checkpointing, train_dtype,
+                min_train_std=GRPO_DEFAULTS["min_train_std"], advantage_std=GRPO_DEFAULTS["advantage_std"],
                 clip=None, positive=None, negative_conditioning=None, sampler=None,
                 eta_schedule=None, monitor=None, method=None) -> io.NodeOutput:
         shape = latent_shape(model, latent)  # before any work: a latent the model cannot take fails here
@@ -257,6 +274,7 @@ class GRPOTrainLoRA(io.ComfyNode):
                         gradient_checkpointing=gradient_checkpointing == "on" or (
                             gradient_checkpointing == "auto" and not is_toy_model(model)),
                         train_dtype=train_dtype, checkpoint_every=checkpoint_every,
+                        min_train_std=min_train_std, advantage_std=advantage_std,
                         monitor_samples=MONITOR_SAMPLES if monitor is not None or is_toy_model(model) else 0)
         if method is not None:
             settings.update(method["settings"])

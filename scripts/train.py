@@ -15,6 +15,7 @@ Every argument is checked before anything is loaded or trained; a NaN in trainin
 leaves the last good checkpoint as it was.
 """
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -24,7 +25,7 @@ import torch  # noqa: E402
 
 from samplers import DEFAULT_ETA, RULES  # noqa: E402
 from training.checkpoint import CHECKPOINT_NAME, CheckpointError, trained_iterations, v1_hint  # noqa: E402
-from training.grpo_config import GRPOConfig  # noqa: E402
+from training.grpo_config import ADVANTAGE_STD_MODES, GRPOConfig  # noqa: E402
 from training.run_folders import stale_final_files, write_json, write_reward_curve  # noqa: E402
 from training.script_args import HelpFormatter, number, output_folder, whole_number  # noqa: E402
 from training.toy.prompts import parse_digit  # noqa: E402
@@ -32,6 +33,7 @@ from training.toy.prompts import parse_digit  # noqa: E402
 TOY_REWARDS = {"bold_digit": "BoldDigitReward", "digit": "DigitReward"}
 
 ALLOW_FLAG = "--allow-changed-settings"
+CONFIG_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}
 FINAL_FILES = ("metrics.json", "reward_curve.png", "lora.safetensors")  # written after the last checkpoint
 
 
@@ -55,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="PPO ratio clip ε (inf: no clipping)")
     parser.add_argument("--beta", type=number(0.0), default=0.1,
                         help="weight of the KL to the base model (0: no KL term)")
+    parser.add_argument("--min-train-std", type=number(0.0), default=CONFIG_DEFAULTS["min_train_std"],
+                        help="steps whose noise std is below this are sampled, not trained (0: train every "
+                             "stochastic step, as the reference trainers do)")
+    parser.add_argument("--advantage-std", choices=ADVANTAGE_STD_MODES, default=CONFIG_DEFAULTS["advantage_std"],
+                        help="std normalising the advantages: group (each prompt's group) or global (all samples of "
+                             "the iteration, flow_grpo's global_std)")
     parser.add_argument("--monitor-samples", type=whole_number(0), default=16,
                         help="held-out samples the drift monitor (paper haze) scores every 5 iterations (0: off)")
     parser.add_argument("--lora-rank", type=whole_number(1), default=8, help="LoRA rank")
@@ -122,6 +130,7 @@ def make_config(args) -> GRPOConfig:
     return GRPOConfig(prompts=args.prompt_list, prompts_per_iteration=len(args.prompt_list),
                       group_size=args.group_size, steps=args.steps, rule=args.rule, eta=eta, cfg=args.cfg, lr=args.lr,
                       clip_range=args.clip_range, beta=args.beta, dense_rewards=args.dense,
+                      min_train_std=args.min_train_std, advantage_std=args.advantage_std,
                       lora_rank=args.lora_rank, lora_alpha=alpha, iterations=args.iterations, seed=args.seed,
                       checkpoint_every=args.checkpoint_every, monitor_samples=args.monitor_samples, monitor_every=5)
 

@@ -57,6 +57,13 @@ SETTINGS = [
     ("--gradient-checkpointing", "gradient_checkpointing", str, "auto, on or off"),
     ("--train-dtype", "train_dtype", str, "float32, bfloat16 or float16"),
 ]
+# the same for the trainer's optional widgets (an API workflow exported before they existed runs with their defaults)
+OPTIONAL_SETTINGS = [
+    ("--min-train-std", "min_train_std", float, "steps whose noise std is below this are sampled, not trained (0: "
+                                                "train every stochastic step, as the references)"),
+    ("--advantage-std", "advantage_std", str, "std normalising the advantages: group (per prompt) or global (the "
+                                              "whole iteration, flow_grpo's global_std)"),
+]
 # (flag, method node, input, type, help): every method node's setting; a flag given adds that node before the trainer
 # (or sets the workflow's own one); --method NAME adds a node with its defaults
 METHOD_NODES = {"mixgrpo": "FlowCPS_MethodMixGRPO", "trust_region": "FlowCPS_MethodTrustRegion",
@@ -135,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "workflow's run_name, else grpo)")
     run.add_argument("--resume", action="store_true", help="continue the run folder's checkpoint")
     settings = parser.add_argument_group("trainer settings (default: the workflow's value, else the node's)")
-    for flag, _, kind, text in SETTINGS:
+    for flag, _, kind, text in SETTINGS + OPTIONAL_SETTINGS:
         settings.add_argument(flag, type=boolean if kind is bool else kind, default=None, help=text)
     methods = parser.add_argument_group("training methods (method nodes before the trainer)")
     methods.add_argument("--method", action="append", default=[], choices=sorted(METHOD_NODES),
@@ -285,7 +292,7 @@ def graph_from_flags(args, nodes_module, headless) -> dict:
 def apply_flags(args, graph: dict, trainer_id: str) -> dict:
     """The flags given win over the workflow's trainer inputs."""
     inputs = graph[trainer_id]["inputs"]
-    for flag, name, _, _ in SETTINGS:
+    for flag, name, _, _ in SETTINGS + OPTIONAL_SETTINGS:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
             inputs[name] = value

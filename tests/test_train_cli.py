@@ -48,7 +48,8 @@ def test_help_lists_choices_and_defaults(train, capsys):
     assert code == 0
     assert "{flow_sde,dance_sde,cps,cpws,precise}" in text and "(default: cps)" in text
     for default in ("(default: 30)", "(default: 4)", "(default: 8)", "(default: 0.001)", "(default: 0.01)",
-                    "(default: 5)", "(default: out/grpo)", "cps 0.8", "2 × rank"):
+                    "(default: 5)", "(default: out/grpo)", "cps 0.8", "2 × rank", "{group,global}",
+                    "(default: group)"):
         assert default in " ".join(text.split()), default
     for name in ("train_toy_model", "train_digit_classifier"):
         code, _ = error_of(capsys, lambda: load_script(name).main(["--help"]))
@@ -78,6 +79,19 @@ def test_unusable_arguments_stop_before_anything_is_loaded_or_written(train, tmp
     code, message = error_of(capsys, lambda: train.main(["--out", str(out), *argv]))
     assert code == 2 and needle in message, message
     assert not out.exists()
+
+
+def test_min_train_std_and_advantage_std_reach_the_config_unchanged(train, tmp_path, capsys):
+    from training.grpo_config import GRPOConfig
+    args = train.parse_args(["--out", str(tmp_path / "r"), "--min-train-std", "1.2345e-05", "--advantage-std",
+                             "global"])
+    assert args.config.min_train_std == 1.2345e-05 and args.config.advantage_std == "global"
+    defaults = train.parse_args(["--out", str(tmp_path / "r")]).config
+    assert (defaults.min_train_std, defaults.advantage_std) == (GRPOConfig.min_train_std, GRPOConfig.advantage_std)
+    code, message = error_of(capsys, lambda: train.parse_args(["--advantage-std", "batch"]))
+    assert code == 2 and "argument --advantage-std: invalid choice: 'batch'" in message
+    code, message = error_of(capsys, lambda: train.parse_args(["--min-train-std", "-0.1"]))
+    assert code == 2 and "argument --min-train-std: must be >= 0" in message
 
 
 def test_out_naming_a_file_is_refused_up_front(train, tmp_path, capsys):

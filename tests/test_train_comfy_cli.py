@@ -150,3 +150,16 @@ def test_resume_of_a_run_whose_iterations_are_all_done(cli, tmp_path):
     (folder / CHECKPOINT_NAME).write_bytes(b"not a checkpoint")
     [problem] = cli.finished_run_problems(checkpoint, 4)
     assert problem.startswith("--resume: ") and "not a flow-cps GRPO checkpoint" in problem
+
+
+def test_the_trainers_optional_settings_have_flags_that_reach_the_inputs_unchanged(cli, comfyui, tmp_path):
+    graph_file = tmp_path / "api.json"
+    graph_file.write_text(json.dumps({"7": {"class_type": "FlowCPS_GRPOTrainLoRA", "inputs": {"beta": 0.04}}}))
+    assert {name for _, name, _, _ in cli.OPTIONAL_SETTINGS} == {"min_train_std", "advantage_std"}
+    args = parse(cli, *comfyui, "--workflow", str(graph_file), "--min-train-std", "1.2345e-05",
+                 "--advantage-std", "global")
+    inputs = cli.apply_flags(args, args.graph, "7")
+    assert inputs["min_train_std"] == 1.2345e-05 and inputs["advantage_std"] == "global" and inputs["beta"] == 0.04
+    args = parse(cli, *comfyui, "--workflow", str(graph_file))  # not given: the workflow's value or the default
+    inputs = cli.apply_flags(args, args.graph, "7")
+    assert "min_train_std" not in inputs and "advantage_std" not in inputs
