@@ -18,9 +18,9 @@ from safetensors.torch import save_file
 
 from ..training import run_folders
 from ..training.checkpoint import CHECKPOINT_NAME, atomic_write, trained_iterations
-from ..training.methods.dense import calibrate_exploration
-from ..training.grpo_config import GRPOConfig
+from ..training.grpo_config import GRPOConfig, default_lora_alpha
 from ..training.methods import make_trainer as make_trainer_for
+from ..training.methods.dense import calibrate_exploration
 from ..training.rewards import weight_free_reward
 from ..training.toy.model import ToyDiT
 from ..training.toy.prompts import encode_prompts as toy_encode
@@ -268,7 +268,8 @@ def train_lora_grpo(*, model, vae, reward, prompts_text: str, negative_text: str
         conds = prompt_conditioning(prompts, negative_text, clip, model, positive, negative)
         patched, run_info["model_copy"] = trainable_clone(model)
         lora = HostLoRA(patched, targets, config.lora_rank,
-                        config.lora_alpha if config.lora_alpha is not None else config.lora_rank, config.seed)
+                        config.lora_alpha if config.lora_alpha is not None else default_lora_alpha(config.lora_rank),
+                        config.seed)
         patched.model.requires_grad_(False)
         progress = comfy.utils.ProgressBar(config.iterations, node_id=node_id)
 

@@ -12,7 +12,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..samplers import DEFAULT_ETA, ETA_RANGE, LOG_PROB_KINDS, check_eta_range
-from ..training.grpo_config import ADVANTAGE_STD_MODES, GRPOConfig
+from ..training.grpo_config import ADVANTAGE_STD_MODES, GRPOConfig, default_lora_alpha
 from ..training.latent_shape import rollout_latent_shape
 from ..training.methods.dense import SIGMA_RULES
 from ..training.toy.model import PIXELS_PER_LATENT
@@ -158,9 +158,12 @@ class GRPOTrainLoRA(io.ComfyNode):
                 io.Int.Input("prompts_per_iteration", default=2, min=1, max=64,
                              tooltip="Prompts per iteration, taken from the list in turn."),
                 io.Int.Input("iterations", default=20, min=1, max=100000, tooltip="Total GRPO iterations."),
-                io.Int.Input("lora_rank", default=8, min=1, max=256, tooltip="LoRA rank."),
-                io.Float.Input("lora_alpha", default=8.0, min=0.01, max=1024.0, step=SCALE_STEP,
-                               tooltip="LoRA alpha (scale = alpha / rank)."),
+                io.Int.Input("lora_rank", default=GRPO_DEFAULTS["lora_rank"], min=1, max=256, tooltip="LoRA rank."),
+                io.Float.Input("lora_alpha", default=default_lora_alpha(GRPO_DEFAULTS["lora_rank"]), min=0.01,
+                               max=1024.0, step=SCALE_STEP,
+                               tooltip="LoRA alpha (scale = alpha / rank). The default is 2 × the default rank, the "
+                                       "reference trainers' convention (rank 32 / alpha 64 on SD3.5, 64 / 128 on "
+                                       "Flux): set it with the rank."),
                 io.String.Input("lora_targets", default=AUTO,
                                 tooltip="Which Linear layers get a LoRA: 'auto' = the usual attention (and MLP) layers "
                                         "of the model family (" + ", ".join(PRESETS) + "), or fnmatch patterns of "

@@ -152,7 +152,7 @@ LORA_TARGETS = "*attn.qkv, *attn.proj, *mlp.fc1, *mlp.fc2"
 
 
 def trainer_widgets(prompts=TOY_PROMPTS, negative="", cfg=1.0, rule="cps", eta=0.8, steps=4, scheduler="normal",
-                    group_size=8, prompts_per_iteration=4, iterations=30, rank=8, alpha=8.0, targets=LORA_TARGETS,
+                    group_size=8, prompts_per_iteration=4, iterations=30, rank=8, alpha=16.0, targets=LORA_TARGETS,
                     lr=1e-3, beta=0.1, clip_range=1e-2, seed=0, checkpoint_every=5, run_name="grpo_toy_cps",
                     sample_batch_size=32, train_batch_size=32, gradient_checkpointing="auto", train_dtype="float32"):
     return [prompts, negative, cfg, rule, eta, steps, scheduler, 0, 100, group_size, prompts_per_iteration,

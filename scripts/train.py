@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from samplers import DEFAULT_ETA, RULES  # noqa: E402
 from training.checkpoint import CHECKPOINT_NAME, CheckpointError, trained_iterations, v1_hint  # noqa: E402
-from training.grpo_config import ADVANTAGE_STD_MODES, GRPOConfig  # noqa: E402
+from training.grpo_config import ADVANTAGE_STD_MODES, GRPOConfig, default_lora_alpha  # noqa: E402
 from training.run_folders import stale_final_files, write_json, write_reward_curve  # noqa: E402
 from training.script_args import HelpFormatter, number, output_folder, whole_number  # noqa: E402
 from training.toy.prompts import parse_digit  # noqa: E402
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "the iteration, flow_grpo's global_std)")
     parser.add_argument("--monitor-samples", type=whole_number(0), default=16,
                         help="held-out samples the drift monitor (paper haze) scores every 5 iterations (0: off)")
-    parser.add_argument("--lora-rank", type=whole_number(1), default=8, help="LoRA rank")
+    parser.add_argument("--lora-rank", type=whole_number(1), default=CONFIG_DEFAULTS["lora_rank"], help="LoRA rank")
     parser.add_argument("--lora-alpha", type=number(0.0, above=True), default=None,
                         help="LoRA α (default: 2 × rank)")
     parser.add_argument("--dense", action="store_true", help="DenseGRPO per-step rewards (ODE look-ahead)")
@@ -126,7 +126,7 @@ def parse_args(argv=None):
 def make_config(args) -> GRPOConfig:
     """The run's settings with η and α resolved to the values actually used (so metrics.json records them)."""
     eta = DEFAULT_ETA[args.rule] if args.eta is None else args.eta
-    alpha = 2.0 * args.lora_rank if args.lora_alpha is None else args.lora_alpha
+    alpha = default_lora_alpha(args.lora_rank) if args.lora_alpha is None else args.lora_alpha
     return GRPOConfig(prompts=args.prompt_list, prompts_per_iteration=len(args.prompt_list),
                       group_size=args.group_size, steps=args.steps, rule=args.rule, eta=eta, cfg=args.cfg, lr=args.lr,
                       clip_range=args.clip_range, beta=args.beta, dense_rewards=args.dense,

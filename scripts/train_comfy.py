@@ -43,7 +43,8 @@ SETTINGS = [
     ("--prompts-per-iteration", "prompts_per_iteration", int, "prompts per iteration, taken in turn"),
     ("--iterations", "iterations", int, "GRPO iterations in total (with --resume: including the checkpoint's)"),
     ("--lora-rank", "lora_rank", int, "LoRA rank"),
-    ("--lora-alpha", "lora_alpha", float, "LoRA α (scale α / rank)"),
+    ("--lora-alpha", "lora_alpha", float, "LoRA α (scale α / rank; from flags alone 2 × --lora-rank, the "
+                                          "references' convention and scripts/train.py's)"),
     ("--lora-targets", "lora_targets", str, "'auto' or fnmatch patterns of module paths, comma-separated"),
     ("--learning-rate", "learning_rate", float, "AdamW learning rate"),
     ("--beta", "beta", float, "weight of the KL to the base model (0: off)"),
@@ -296,6 +297,8 @@ def apply_flags(args, graph: dict, trainer_id: str) -> dict:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
             inputs[name] = value
+    if not args.workflow and args.lora_alpha is None:  # from flags alone: α follows the rank, as in scripts/train.py
+        inputs["lora_alpha"] = default_lora_alpha(int(inputs["lora_rank"]))
     if args.prompt_text is not None:
         inputs["prompts"] = args.prompt_text
     if args.negative is not None:
@@ -385,6 +388,11 @@ def pack_module(name: str):
     if PACK_DIR not in sys.path:
         sys.path.append(PACK_DIR)
     return importlib.import_module(name)
+
+
+def default_lora_alpha(rank: int) -> float:
+    """training.grpo_config.default_lora_alpha (2 × rank), before ComfyUI is imported."""
+    return pack_module("training.grpo_config").default_lora_alpha(rank)
 
 
 def finished_run_problems(checkpoint: str, iterations) -> list:

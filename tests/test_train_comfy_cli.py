@@ -163,3 +163,42 @@ def test_the_trainers_optional_settings_have_flags_that_reach_the_inputs_unchang
     args = parse(cli, *comfyui, "--workflow", str(graph_file))  # not given: the workflow's value or the default
     inputs = cli.apply_flags(args, args.graph, "7")
     assert "min_train_std" not in inputs and "advantage_std" not in inputs
+
+
+def test_one_default_lora_alpha_in_the_node_the_toy_policy_and_both_scripts(cli, comfyui, tmp_path):
+    """α = 2 × rank (grpo_config.default_lora_alpha) wherever α is not set; the node's widget defaults are read from
+    its source here (ComfyUI is needed to build its schema: tests/host/test_run_finish.py checks /object_info)."""
+    import ast
+    from pathlib import Path
+
+    from test_train_cli import load_script
+    from training.grpo_config import GRPOConfig, default_lora_alpha
+    from training.toy_policy import toy_policy
+    assert default_lora_alpha(8) == 16.0 and GRPOConfig.lora_rank == 8
+    assert toy_policy().lora.alpha == 16.0 and toy_policy(rank=4).lora.alpha == 8.0
+    train = load_script("train")
+    assert train.parse_args(["--out", str(tmp_path / "a")]).config.lora_alpha == 16.0
+    assert train.parse_args(["--out", str(tmp_path / "a"), "--lora-rank", "4"]).config.lora_alpha == 8.0
+    # the node: lora_rank defaults to GRPOConfig's rank and lora_alpha to default_lora_alpha of it
+    source = (Path(__file__).resolve().parents[1] / "nodes" / "train_nodes.py").read_text(encoding="utf-8")
+    defaults = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
+                and node.args[0].value in ("lora_rank", "lora_alpha"):
+            defaults[node.args[0].value] = ast.unparse(next(k.value for k in node.keywords if k.arg == "default"))
+    assert defaults == {"lora_rank": "GRPO_DEFAULTS['lora_rank']",
+                        "lora_alpha": "default_lora_alpha(GRPO_DEFAULTS['lora_rank'])"}
+    assert "GRPO_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}" in source
+    # scripts/train_comfy.py from flags: α follows the rank given; a workflow keeps its own α; a flag wins
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red fox\n")
+    flags = [*comfyui, "--checkpoint", "c.safetensors", "--reward", "colorfulness", "--prompts", str(prompts)]
+    for extra, alpha in (([], 16.0), (["--lora-rank", "32"], 64.0), (["--lora-rank", "32", "--lora-alpha", "8"], 8.0)):
+        args = parse(cli, *flags, *extra)
+        assert cli.apply_flags(args, {"10": {"inputs": {"lora_rank": 8, "lora_alpha": 16.0}}}, "10")[
+            "lora_alpha"] == alpha, extra
+    graph_file = tmp_path / "api.json"
+    graph_file.write_text(json.dumps({"7": {"class_type": "FlowCPS_GRPOTrainLoRA",
+                                            "inputs": {"lora_rank": 8, "lora_alpha": 4.0}}}))
+    args = parse(cli, *comfyui, "--workflow", str(graph_file), "--lora-rank", "32")
+    assert cli.apply_flags(args, args.graph, "7")["lora_alpha"] == 4.0

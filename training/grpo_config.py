@@ -113,7 +113,9 @@ class GRPOConfig:
             samples of the LoRA that would be saved, scored every ``monitor_every`` iterations (and at the last one)
             by the trainer's ``monitor`` and by the reward; 0 = off.
     LoRA
-        lora_rank, lora_alpha, lora_targets (fnmatch patterns of module paths).
+        lora_rank, lora_alpha (scale α / rank; None = :func:`default_lora_alpha`, 2 × rank: the references' convention,
+        rank 32 / α 64 on SD3.5 and 64 / 128 on Flux; the trainer node's default 16 is that for its rank 8),
+        lora_targets (fnmatch patterns of module paths).
     Run
         iterations, seed, checkpoint_every (iterations; 0 = only at the end).
     """
@@ -285,6 +287,12 @@ class GRPOConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def default_lora_alpha(rank: int) -> float:
+    """The LoRA α used when none is set: 2 × rank (LoRA scale 2), as flow_grpo trains (rank 32 / α 64 on SD3.5,
+    64 / 128 on Flux). The trainer node, the toy policy, scripts/train.py and scripts/train_comfy.py all use it."""
+    return 2.0 * rank
 
 
 def _default(item):
