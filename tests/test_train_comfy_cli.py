@@ -173,7 +173,7 @@ def test_one_default_lora_alpha_in_the_node_the_toy_policy_and_both_scripts(cli,
 
     from test_train_cli import load_script
     from training.grpo_config import GRPOConfig, default_lora_alpha
-    from training.toy_policy import toy_policy
+    from training.toy.policy import toy_policy
     assert default_lora_alpha(8) == 16.0 and GRPOConfig.lora_rank == 8
     assert toy_policy().lora.alpha == 16.0 and toy_policy(rank=4).lora.alpha == 8.0
     train = load_script("train")
