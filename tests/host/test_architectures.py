@@ -1,31 +1,40 @@
-"""Real architectures inside a real ComfyUI: random checkpoints of ComfyUI's own SD3 MMDiT, Flux, Qwen-Image,
-Wan 2.1 and Lumina 2 classes, read by the stock UNETLoader and VAELoader (see tiny_models.py), sampled with all five flow
-samplers and trained with the GRPO trainer node; the LoRA it saves loads with LoraLoaderModelOnly."""
+"""Real architectures inside a real ComfyUI: random models of ComfyUI's own SD3 MMDiT, Flux, Qwen-Image, Wan 2.1 and
+Lumina 2 classes, sampled with all five flow samplers and trained with the GRPO trainer node.
+
+Two sources, the same classes: the samplers' and the methods' tests use tiny widths built in memory by the test
+fixture pack (FlowCPSTest_TinyDiffusionModel / FlowCPSTest_TinyVAE); the GRPO test of each family reads a random
+checkpoint with the stock UNETLoader and VAELoader (tiny_models.py, at whatever widths the host's detection fixes,
+cached per host by model_files.py) and loads the LoRA it trains back with the stock LoraLoaderModelOnly."""
 import json
 import os
-import subprocess
 
 import numpy as np
 import pytest
 from safetensors import safe_open
 
+from fixture_pack.tiny_architectures import ARCHS, TINY_CONTEXT_DIM, TINY_POOLED_DIM
+from model_files import stock_model_files
 from test_grpo_nodes import chart_events
 
-ARCHS = ["sd3", "flux", "qwen_image", "wan21", "lumina2"]
 FAMILY = {"sd3": "sd3", "flux": "flux", "qwen_image": "qwen_image", "wan21": "wan", "lumina2": "lumina2"}
 FLOW_SAMPLERS = ["flow_cps", "flow_cpws", "flow_precise", "flow_sde", "dance_sde"]
 STEPS = 3
-_made = {}
 
 
-def make_model(comfy, arch):
-    if arch not in _made:
-        result = subprocess.run([os.environ.get("COMFYUI_PYTHON") or "python",
-                                 os.path.join(os.path.dirname(__file__), "tiny_models.py"), arch, comfy.models_dir],
-                                cwd=os.environ["COMFYUI_PATH"], capture_output=True, text=True, timeout=900)
-        assert result.returncode == 0, result.stderr[-4000:]
-        _made[arch] = json.loads(result.stdout.strip().splitlines()[-1])
-    return _made[arch]
+def stock_loaded(comfy, arch):
+    """The model as a file (see tiny_models.py): nodes "1" (UNETLoader) and "9" (VAELoader), the file names and the
+    widths of the conditioning it reads."""
+    info = stock_model_files(comfy, arch)
+    return dict(info, nodes={
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": info["unet"], "weight_dtype": "default"}},
+        "9": {"class_type": "VAELoader", "inputs": {"vae_name": info["vae"]}}})
+
+
+def built_in_memory(arch):
+    """The model at tiny widths, made by the fixture pack's nodes "1" (MODEL) and "9" (VAE); no file."""
+    return {"context_dim": TINY_CONTEXT_DIM, "pooled_dim": TINY_POOLED_DIM.get(arch, 0), "nodes": {
+        "1": {"class_type": "FlowCPSTest_TinyDiffusionModel", "inputs": {"arch": arch}},
+        "9": {"class_type": "FlowCPSTest_TinyVAE", "inputs": {"model": ["1", 0]}}}}
 
 
 def conditioning(info, text, arch):
@@ -39,11 +48,10 @@ def base_graph(info, arch, prompt="a red fox"):
                                                                     "batch_size": 1}} if arch == "wan21" else
               {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}})
     return {
-        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": info["unet"], "weight_dtype": "default"}},
+        **json.loads(json.dumps(info["nodes"])),  # "1": the MODEL, "9": the VAE (a copy: graphs get edited)
         "2": conditioning(info, prompt, arch),
         "3": conditioning(info, "", arch),
         "4": latent,
-        "9": {"class_type": "VAELoader", "inputs": {"vae_name": info["vae"]}},
     }
 
 
@@ -90,7 +98,7 @@ def run(comfy, graph, node_id="7"):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_all_flow_samplers_run_on_the_real_architecture(comfy, arch):
-    info = make_model(comfy, arch)
+    info = built_in_memory(arch)
     frames = 5 if arch == "wan21" else 1  # Wan: [1, 16, 2, 8, 8] latents decode to 5 frames
     graph = base_graph(info, arch)
     outputs = {}
@@ -127,27 +135,17 @@ def test_all_flow_samplers_run_on_the_real_architecture(comfy, arch):
         assert np.array_equal(np.stack(images).astype(np.int16), outputs[name]), (name, sampler)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_grpo_trains_a_lora_that_the_stock_loader_applies(comfy, arch):
-    info = make_model(comfy, arch)
-    run_name = f"host_arch_{arch}"
-    graph = grpo_graph(info, arch, run_name)
+def train_and_apply_lora(comfy, info, arch, run_name, **settings):
+    """GRPO on model "1" (grpo_graph with ``settings``), the LoRA saved with FlowCPS_SaveLoRA, then loaded onto the
+    same model with the stock LoraLoaderModelOnly: every key applies and the image changes. Returns the run's
+    metrics.json and the trainer's websocket messages."""
+    graph = grpo_graph(info, arch, run_name, **settings)
     graph.update({
-        "25": {"class_type": "FlowCPS_SaveLoRA", "inputs": {"lora": ["24", 1], "filename_prefix": f"host/{arch}",
+        "25": {"class_type": "FlowCPS_SaveLoRA", "inputs": {"lora": ["24", 1], "filename_prefix": f"host/{run_name}",
                                                             "run_info": ["24", 3]}},
     })
     _, messages, entry = run(comfy, graph, node_id="25")
-    history = chart_events(messages, node="24")[-1]["history"]
-    assert len(history) == 2 and all(np.isfinite(h[1]) for h in history)
     metrics = json.load(open(os.path.join(comfy.output_dir, "flow_cps_grpo", run_name, "metrics.json")))
-    assert metrics["lora_preset"] == FAMILY[arch]
-    # a stock-loaded model is deep-copied where the host can (v0.33: what dynamic VRAM needs), else shared
-    version = tuple(int(v) for v in comfy.get_json("/system_stats")["system"]["comfyui_version"].split(".")[:2])
-    assert metrics["model_copy"] == ("deepcopy" if version >= (0, 8) else "shared")
-    assert all(np.isfinite(h["loss"]) and np.isfinite(h["kl"]) for h in metrics["history"])
-    assert metrics["history"][-1]["grad_norm"] > 0
-    assert all(h["train_micro_batches"] == 4 and h["first_ratio_min"] == 1.0 == h["first_ratio_max"]
-               for h in metrics["history"][:1])
     path = entry["outputs"]["25"]["text"][0].removeprefix("saved ")
     with safe_open(path, "pt") as handle:
         keys = list(handle.keys())
@@ -155,12 +153,42 @@ def test_grpo_trains_a_lora_that_the_stock_loader_applies(comfy, arch):
 
     lora_name = os.path.relpath(path, os.path.join(comfy.output_dir, "loras"))
     log_before = len(comfy.log_text())
-    plain, _, _ = run(comfy, sampled(base_graph(info, arch), "flow_cps", seed=5, prefix=f"host/{arch}_base"))
+    plain, _, _ = run(comfy, sampled(base_graph(info, arch), "flow_cps", seed=5, prefix=f"host/{run_name}_base"))
     with_lora = base_graph(info, arch)
     with_lora["8"] = {"class_type": "LoraLoaderModelOnly",
                       "inputs": {"model": ["1", 0], "lora_name": lora_name, "strength_model": 1.0}}
-    trained, _, _ = run(comfy, sampled(with_lora, "flow_cps", seed=5, model=("8", 0), prefix=f"host/{arch}_lora"))
+    trained, _, _ = run(comfy, sampled(with_lora, "flow_cps", seed=5, model=("8", 0),
+                                       prefix=f"host/{run_name}_lora"))
     new_log = comfy.log_text()[log_before:]
     assert "lora key not loaded" not in new_log and "ERROR" not in new_log, new_log[-3000:]
     assert np.abs(np.stack(plain).astype(float) - np.stack(trained).astype(float)).max() > 0
+    return metrics, messages
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_grpo_trains_a_lora_that_the_stock_loader_applies(comfy, arch):
+    metrics, messages = train_and_apply_lora(comfy, built_in_memory(arch), arch, f"host_arch_{arch}")
+    history = chart_events(messages, node="24")[-1]["history"]
+    assert len(history) == 2 and all(np.isfinite(h[1]) for h in history)
+    assert metrics["lora_preset"] == FAMILY[arch]
+    assert metrics["model_copy"] == "shared"  # a model a node built has no cached loader to re-create it from
+    assert all(np.isfinite(h["loss"]) and np.isfinite(h["kl"]) for h in metrics["history"])
+    assert metrics["history"][-1]["grad_norm"] > 0
+    assert all(h["train_micro_batches"] == 4 and h["first_ratio_min"] == 1.0 == h["first_ratio_max"]
+               for h in metrics["history"][:1])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_checkpoint_file_trains_through_the_stock_loaders_and_its_lora_loads_back(comfy, arch):
+    """The one file round trip per family: UNETLoader + VAELoader read a random checkpoint at the host's widths
+    (full width where its detection fixes it), the trainer trains it (the smallest run: one prompt, a group of 2,
+    one trained step of 3), and LoraLoaderModelOnly applies the LoRA to the loaded file."""
+    metrics, _ = train_and_apply_lora(
+        comfy, stock_loaded(comfy, arch), arch, f"host_file_{arch}", iterations=1, sde_end_step=1,
+        prompts_per_iteration=1, sample_batch_size=2, train_batch_size=2)
+    assert metrics["lora_preset"] == FAMILY[arch]
+    # a stock-loaded model is deep-copied where the host can (v0.33: what dynamic VRAM needs), else shared
+    version = tuple(int(v) for v in comfy.get_json("/system_stats")["system"]["comfyui_version"].split(".")[:2])
+    assert metrics["model_copy"] == ("deepcopy" if version >= (0, 8) else "shared")
+    assert [len(h["trained_steps"]) for h in metrics["history"]] == [1] and metrics["history"][-1]["grad_norm"] > 0
     comfy.free()  # the next architecture's models need the memory

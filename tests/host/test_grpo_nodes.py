@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
+from model_files import script_files
 from test_sampler_nodes import run_images, toy_graph
 
 
@@ -244,29 +245,30 @@ config = json.load(open(os.path.join(os.path.dirname(comfy.sd1_clip.__file__), "
 net = comfy.clip_model.CLIPTextModel(config, torch.float32, "cpu", comfy.ops.disable_weight_init)
 for p in list(net.parameters()) + list(net.buffers()):
     torch.nn.init.normal_(p, std=0.02) if p.is_floating_point() else None
-save_file({k: v.half().contiguous() if v.is_floating_point() else v.contiguous()
+# float8 on disk (123 M parameters: 123 MB, not 246); ComfyUI loads them into its own text encoder dtype
+save_file({k: v.to(torch.float8_e4m3fn).contiguous() if v.is_floating_point() else v.contiguous()
            for k, v in net.state_dict().items()}, out)
 """
 
 
 def make_tiny_sd3(comfy, context: int = 11, name: str = "tiny_sd3_mmdit"):
-    import subprocess
-    models = comfy.models_dir
-    os.makedirs(os.path.join(models, "diffusion_models"), exist_ok=True)
-    os.makedirs(os.path.join(models, "vae"), exist_ok=True)
-    unet = os.path.join(models, "diffusion_models", f"{name}.safetensors")
-    vae = os.path.join(models, "vae", "tiny_taesd3.safetensors")
-    subprocess.run([os.environ.get("COMFYUI_PYTHON") or "python", "-c", TINY_SD3, unet, vae, str(context)],
-                   check=True, cwd=os.environ["COMFYUI_PATH"], capture_output=True, timeout=300)
-    return f"{name}.safetensors", "tiny_taesd3.safetensors"
+    """TINY_SD3's files, made once per host (model_files.py); returns (diffusion model, VAE) file names."""
+    unet, vae = f"{name}.safetensors", f"{name}_taesd.safetensors"
+    script_files(comfy, name, TINY_SD3, {unet: "diffusion_models", vae: "vae"}, str(context))
+    return unet, vae
+
+
+def random_clip_l(comfy) -> str:
+    """RANDOM_CLIP_L's file, made once per host; returns its name in text_encoders/."""
+    script_files(comfy, "random_clip_l", RANDOM_CLIP_L, {"random_clip_l.safetensors": "text_encoders"})
+    return "random_clip_l.safetensors"
 
 
 def test_a_tiny_real_sd3_mmdit_trains_through_the_same_node(comfy):
-    make_tiny_sd3(comfy)
+    unet, vae = make_tiny_sd3(comfy)
     graph = grpo_graph("host_tiny_sd3", iterations=1, save=True)
-    graph["1"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny_sd3_mmdit.safetensors",
-                                                         "weight_dtype": "default"}}
-    graph["9"] = {"class_type": "VAELoader", "inputs": {"vae_name": "tiny_taesd3.safetensors"}}
+    graph["1"] = {"class_type": "UNETLoader", "inputs": {"unet_name": unet, "weight_dtype": "default"}}
+    graph["9"] = {"class_type": "VAELoader", "inputs": {"vae_name": vae}}
     graph["10"] = {"class_type": "FlowCPS_ToyDigitPrompt", "inputs": {"text": "a handwritten 5"}}
     graph["11"] = {"class_type": "FlowCPS_ToyDigitPrompt", "inputs": {"text": "a handwritten 1"}}
     graph["12"] = {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["10", 0],
@@ -296,16 +298,12 @@ def test_a_tiny_real_sd3_mmdit_trains_through_the_same_node(comfy):
 
 def test_prompts_encoded_with_a_stock_clip_text_encoder(comfy):
     """The CLIP path (as CLIP Text Encode does it): ComfyUI's CLIP-L, random weights, via the stock CLIPLoader."""
-    import subprocess
     unet, vae = make_tiny_sd3(comfy, context=768, name="tiny_mmdit_clip_l")
-    os.makedirs(os.path.join(comfy.models_dir, "text_encoders"), exist_ok=True)
-    subprocess.run([os.environ.get("COMFYUI_PYTHON") or "python", "-c", RANDOM_CLIP_L,
-                    os.path.join(comfy.models_dir, "text_encoders", "random_clip_l.safetensors")],
-                   check=True, cwd=os.environ["COMFYUI_PATH"], capture_output=True, timeout=300)
+    clip = random_clip_l(comfy)
     graph = grpo_graph("host_clip_path", iterations=1, save=False)
     graph["1"] = {"class_type": "UNETLoader", "inputs": {"unet_name": unet, "weight_dtype": "default"}}
     graph["9"] = {"class_type": "VAELoader", "inputs": {"vae_name": vae}}
-    graph["10"] = {"class_type": "CLIPLoader", "inputs": {"clip_name": "random_clip_l.safetensors",
+    graph["10"] = {"class_type": "CLIPLoader", "inputs": {"clip_name": clip,
                                                           "type": "stable_diffusion", "device": "default"}}
     graph["3"] = {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
     graph["4"]["inputs"].update({"model": ["1", 0], "vae": ["9", 0], "clip": ["10", 0],

@@ -1,5 +1,6 @@
 """The command-line trainer (scripts/train_comfy.py) on a real ComfyUI, CPU and gloo: a workflow in API format with
-random SD3 and Flux models that the stock UNETLoader/VAELoader read (tiny_models.py), given by path.
+a random SD3 model that the stock UNETLoader/VAELoader read (tiny_models.py), given by path, and a random tiny Flux
+built by the test fixture pack (its file would be the host's full width on v0.3.64).
 
 - 2 processes under torchrun train the same LoRA as 1 process (float tolerance), and rank 0 alone reports and writes;
 - a run killed after a checkpoint resumes bit-exactly (the same LoRA as the run that was never killed);
@@ -22,12 +23,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from test_architectures import base_graph, grpo_graph, make_model, run, sampled
+from test_architectures import base_graph, built_in_memory, grpo_graph, run, sampled, stock_loaded
 from training.checkpoint import read_checkpoint, trained_iterations
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "train_comfy.py"
 FIXTURES = Path(__file__).resolve().parent / "fixture_pack"
+FROM_FILES = {"sd3"}
 
 
 def free_port() -> int:
@@ -38,12 +40,14 @@ def free_port() -> int:
 
 def workflow(comfy, arch, run_name, iterations=2, checkpoint_every=1, seed=0):
     """What a user exports from the browser: loaders (here with the model files' paths), conditioning, a reward, the
-    trainer, and a Save LoRA and a preview that the command line leaves out (the run saves its LoRA itself)."""
-    info = make_model(comfy, arch)
+    trainer, and a Save LoRA and a preview that the command line leaves out (the run saves its LoRA itself).
+    SD3 comes from files (by path), the others from the fixture pack's nodes."""
+    info = stock_loaded(comfy, arch) if arch in FROM_FILES else built_in_memory(arch)
     graph = grpo_graph(info, arch, run_name, scheduler="simple", iterations=iterations, beta=0.1,
                        checkpoint_every=checkpoint_every, seed=seed, train_batch_size=2, train_dtype="float32")
-    graph["1"]["inputs"]["unet_name"] = os.path.join(comfy.models_dir, "diffusion_models", info["unet"])
-    graph["9"]["inputs"]["vae_name"] = os.path.join(comfy.models_dir, "vae", info["vae"])
+    if arch in FROM_FILES:
+        graph["1"]["inputs"]["unet_name"] = os.path.join(comfy.models_dir, "diffusion_models", info["unet"])
+        graph["9"]["inputs"]["vae_name"] = os.path.join(comfy.models_dir, "vae", info["vae"])
     graph.update({
         "25": {"class_type": "FlowCPS_SaveLoRA", "inputs": {"lora": ["24", 1], "filename_prefix": "host/cli",
                                                             "run_info": ["24", 3]}},
@@ -138,7 +142,7 @@ def test_a_killed_run_resumes_bit_exactly_and_its_lora_loads_in_comfyui(comfy, t
     assert all(torch.equal(a[k], b[k]) for k in a), "the resumed run differs from the uninterrupted one"
 
     # into a running ComfyUI: LoraLoaderModelOnly applies every key and changes the image
-    info = make_model(comfy, "sd3")
+    info = stock_loaded(comfy, "sd3")
     target = Path(comfy.output_dir) / "loras" / "host" / "cli_sd3.safetensors"
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(run_folder(tmp_path, "killed") / "lora_final.safetensors", target)
@@ -240,13 +244,9 @@ def test_method_flags_train_mixgrpo_flash_with_a_trust_region_and_diffusion_nft(
 def test_flags_alone_train_a_diffusion_model_with_its_text_encoder(comfy, tmp_path):
     """No workflow: UNETLoader + CLIPLoader (ComfyUI's CLIP-L, random weights) + VAELoader + a reward by name, all
     given by path, and the prompts encoded by that text encoder."""
-    from test_grpo_nodes import RANDOM_CLIP_L, make_tiny_sd3
+    from test_grpo_nodes import make_tiny_sd3, random_clip_l
     unet, vae = make_tiny_sd3(comfy, context=768, name="tiny_mmdit_clip_l")
-    clip = os.path.join(comfy.models_dir, "text_encoders", "random_clip_l.safetensors")
-    if not os.path.isfile(clip):
-        os.makedirs(os.path.dirname(clip), exist_ok=True)
-        subprocess.run([os.environ["COMFYUI_PYTHON"], "-c", RANDOM_CLIP_L, clip], check=True,
-                       cwd=os.environ["COMFYUI_PATH"], capture_output=True, timeout=300)
+    clip = os.path.join(comfy.models_dir, "text_encoders", random_clip_l(comfy))
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red fox\na blue bird\n")
     done = subprocess.run(

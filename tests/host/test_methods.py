@@ -94,9 +94,10 @@ def test_method_settings_that_cannot_work_are_refused_before_training(comfy):
 @pytest.mark.parametrize("arch", ["sd3", "flux", "qwen_image", "wan21", "lumina2"])
 def test_every_method_trains_the_real_architecture(comfy, arch):
     """MixGRPO-Flash with a trust region, and DiffusionNFT with a stock sampler, on ComfyUI's own model classes
-    (random tiny checkpoints), through the stock loaders; micro-batches and gradient checkpointing as for GRPO."""
-    from test_architectures import grpo_graph as arch_graph, make_model, run
-    info = make_model(comfy, arch)
+    (random, tiny widths, built in memory by the fixture pack); micro-batches and gradient checkpointing as for
+    GRPO."""
+    from test_architectures import built_in_memory, grpo_graph as arch_graph, run
+    info = built_in_memory(arch)
     runs = {
         "mix": [("FlowCPS_MethodMixGRPO", {"window_start": 0, "window_size": 1, "window_schedule": "random",
                                            "shift_every": 1, "window_stride": 1, "ode_sampler": "dpmpp_2m"}),

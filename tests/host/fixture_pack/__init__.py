@@ -5,10 +5,47 @@ LoadedModels reports what ComfyUI's model management holds, so a test can see th
 The tiny random models of the real architectures read conditioning of their text encoders' widths (T5-XXL 4096,
 Qwen2.5-VL 3584, …), encoders that are gigabytes even when random. This node gives deterministic conditioning of
 any width instead, one tensor per prompt text: what CLIP Text Encode would hand a sampler, minus the encoder.
+
+TinyDiffusionModel and TinyVAE build those architectures in memory at tiny widths with ComfyUI's own classes
+(tiny_architectures.py), for tests that are not about reading a file; no file is written.
 """
 import hashlib
 
 import torch
+
+from . import tiny_architectures
+
+
+class TinyDiffusionModel:
+    """ComfyUI's own model class for an architecture (supported_models config, model_base, ModelPatcher) at tiny
+    widths, random weights (seed 0): what UNETLoader would give for such a file if the host read every width from
+    it. Its conditioning: tiny_architectures.TINY_CONTEXT_DIM wide (pooled: TINY_POOLED_DIM)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"arch": (list(tiny_architectures.ARCHS), {"default": "sd3"})}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "build"
+    CATEGORY = "flow-cps-test"
+
+    def build(self, arch):
+        return (tiny_architectures.tiny_model_patcher(arch),)
+
+
+class TinyVAE:
+    """A random VAE (ComfyUI's VAE around a TAESD or a Wan 2.1 VAE) that decodes the latents of ``model``."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",)}}
+
+    RETURN_TYPES = ("VAE",)
+    FUNCTION = "build"
+    CATEGORY = "flow-cps-test"
+
+    def build(self, model):
+        return (tiny_architectures.vae_for(model)[2],)
 
 
 class RandomConditioning:
@@ -133,7 +170,10 @@ class StockSolverCheck:
 
 
 NODE_CLASS_MAPPINGS = {"FlowCPSTest_RandomConditioning": RandomConditioning, "FlowCPSTest_LoadedModels": LoadedModels,
-                       "FlowCPSTest_StockSolverCheck": StockSolverCheck}
+                       "FlowCPSTest_StockSolverCheck": StockSolverCheck,
+                       "FlowCPSTest_TinyDiffusionModel": TinyDiffusionModel, "FlowCPSTest_TinyVAE": TinyVAE}
 NODE_DISPLAY_NAME_MAPPINGS = {"FlowCPSTest_RandomConditioning": "Random Conditioning (flow-cps tests)",
+                              "FlowCPSTest_TinyDiffusionModel": "Tiny Diffusion Model (flow-cps tests)",
+                              "FlowCPSTest_TinyVAE": "Tiny VAE (flow-cps tests)",
                               "FlowCPSTest_LoadedModels": "Loaded Models (flow-cps tests)",
                               "FlowCPSTest_StockSolverCheck": "Stock Solver Check (flow-cps tests)"}
