@@ -61,6 +61,7 @@ def cached_folder(name: str, generator: bytes, build) -> Path:
     partial.mkdir()
     try:
         build(partial)
+        share_identical_files(partial, final.parent)
         os.rename(partial, final)
     except OSError:
         if not final.is_dir():  # another run finished it first otherwise
@@ -68,6 +69,17 @@ def cached_folder(name: str, generator: bytes, build) -> Path:
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return final
+
+
+def share_identical_files(folder: Path, cache: Path) -> None:
+    """Hard-link each file of ``folder`` to an identical file of the same name in another entry of ``cache`` (the
+    same random VAE serves several architectures), so it is stored once."""
+    for path in folder.glob("*/*"):
+        for twin in cache.glob(f"*/{path.parent.name}/{path.name}"):
+            if twin.parent.parent != folder and twin.stat().st_size == path.stat().st_size and twin.read_bytes() == path.read_bytes():
+                path.unlink()
+                os.link(twin, path)
+                break
 
 
 def host_python(args, timeout=900) -> str:
