@@ -1,4 +1,5 @@
-"""README.md's Python snippets run as written (from a fresh working folder, with the repository importable)."""
+"""The Python snippets of README.md and docs/*.md run as written (from a fresh working folder, with the repository
+importable)."""
 import os
 import re
 import sys
@@ -7,19 +8,23 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-BLOCKS = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(encoding="utf-8"), flags=re.S)
+DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+BLOCKS = [(document.relative_to(REPO).as_posix(), index, block)
+          for document in DOCUMENTS
+          for index, block in enumerate(re.findall(r"```python\n(.*?)```", document.read_text(encoding="utf-8"),
+                                                   flags=re.S))]
 
 
 def test_readme_has_python_snippets():
     assert len(BLOCKS) >= 2
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_python_block_runs(index, tmp_path, monkeypatch):
+@pytest.mark.parametrize("name, index, block", BLOCKS, ids=[f"{name}:{index}" for name, index, _ in BLOCKS])
+def test_readme_python_block_runs(name, index, block, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(REPO))
     namespace = {"__name__": f"readme_block_{index}"}
-    exec(compile(BLOCKS[index], f"README.md python block {index}", "exec"), namespace)
+    exec(compile(block, f"{name} python block {index}", "exec"), namespace)
     if "trainer" in namespace:
         assert namespace["trainer"].iteration == namespace["config"].iterations
         assert os.path.exists(tmp_path / "checkpoint.safetensors") and namespace["lora_sd"]
