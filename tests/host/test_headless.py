@@ -81,6 +81,35 @@ def train(tmp_path, graph, *extra, processes=1, output=None, timeout=1500):
     return done
 
 
+def descendants(pid: int) -> list:
+    """The processes below ``pid`` (read from /proc: torchrun starts each worker in a session of its own, so killing
+    the launcher's process group leaves the workers training on)."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a launcher and every worker under it at once, as a crash or an OOM killer would."""
+    victims = [pid, *descendants(pid)]
+    for victim in victims:
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def run_folder(tmp_path, name, output=None):
     return Path(output or tmp_path / "output") / "flow_cps_grpo" / name
 
@@ -131,9 +160,11 @@ def test_a_killed_run_resumes_bit_exactly_and_its_lora_loads_in_comfyui(comfy, t
             break
         time.sleep(0.2)
     assert process.poll() is None, "the run ended before it could be killed: " + process.stdout.read()[-3000:]
-    os.killpg(process.pid, signal.SIGKILL)
+    kill_tree(process.pid)
     process.wait(timeout=60)
     killed_at = trained_iterations(str(checkpoint))
+    time.sleep(3)  # no worker survived the kill to train on
+    assert trained_iterations(str(checkpoint)) == killed_at
     assert 2 <= killed_at < 4 and not (run_folder(tmp_path, "killed") / "lora_final.safetensors").exists()
     resumed = train(tmp_path, graph, "--resume", processes=2)
     lines = [line.split(":")[0] for line in resumed.stdout.splitlines() if line.startswith("iteration ")]
