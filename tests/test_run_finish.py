@@ -1,6 +1,6 @@
 """A run's files besides its checkpoint: every JSON is written atomically (training.run_folders.write_json), and a run
 killed after its last checkpoint but before its final files is finished by --resume, bit for bit what the run that
-was never killed wrote (scripts/train.py here; the node and scripts/train_comfy.py: tests/host/test_run_finish.py)."""
+was never killed wrote (scripts/train.py here; the node and scripts/train_comfy.py: tests/host/test_finishing_killed_runs.py)."""
 import json
 import os
 import subprocess

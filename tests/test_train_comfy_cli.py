@@ -167,7 +167,7 @@ def test_the_trainers_optional_settings_have_flags_that_reach_the_inputs_unchang
 
 def test_one_default_lora_alpha_in_the_node_the_toy_policy_and_both_scripts(cli, comfyui, tmp_path):
     """α = 2 × rank (grpo_config.default_lora_alpha) wherever α is not set; the node's widget defaults are read from
-    its source here (ComfyUI is needed to build its schema: tests/host/test_run_finish.py checks /object_info)."""
+    its source here (ComfyUI is needed to build its schema: tests/host/test_finishing_killed_runs.py checks /object_info)."""
     import ast
     from pathlib import Path
 
