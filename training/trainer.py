@@ -181,8 +181,8 @@ class GRPOTrainer(RolloutMixin, TrainedStepsMixin, ObjectiveMixin, RunStateMixin
         """The drift monitor's scores of what would be saved now, when due (``iteration`` None = the base model, before
         training); the held-out samples become the previews. Rank 0 alone runs it: every rank holds the same LoRA."""
         c = self.config
-        if c.monitor_samples < 1 or self.world.rank != 0 or (iteration is not None and (iteration + 1) % c.monitor_every
-                                     and iteration + 1 != c.iterations):
+        due = iteration is None or (iteration + 1) % c.monitor_every == 0 or iteration + 1 == c.iterations
+        if c.monitor_samples < 1 or self.world.rank != 0 or not due:
             return None
         start = time.perf_counter()
         result = evaluate_held_out(self, self.monitor_fn)
