@@ -109,6 +109,7 @@ def comfy(tmp_path_factory):
                DO_NOT_TRACK="1", HF_HUB_DISABLE_TELEMETRY="1")
     env.pop("PYTHONPATH", None)
     env.pop("PYTHONHOME", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # see test_headless.environment: ComfyUI's bytecode, as it runs anyway
 
     log = open(log_path, "w", encoding="utf-8")
     log.write("$ cd " + shlex.quote(str(comfy_dir)) + " && " + shlex.join(cmd) + "\n")
