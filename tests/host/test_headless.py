@@ -9,12 +9,15 @@ built by the test fixture pack (its file would be the host's full width on v0.3.
 """
 import json
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +35,27 @@ FIXTURES = Path(__file__).resolve().parent / "fixture_pack"
 FROM_FILES = {"sd3"}
 
 
+_HANDED_OUT = set()
+_PORT_LOCK = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port for torchrun's rendezvous, below the kernel's ephemeral range: a run beside it opens connections
+    on ephemeral ports, and one of those could take a port picked there before this run's launcher binds it."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) \
+        if Path("/proc/sys/net/ipv4/ip_local_port_range").is_file() else 32768
+    with _PORT_LOCK:
+        for port in random.sample(range(max(1024, low - 12000), low), 200):
+            if port in _HANDED_OUT:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def workflow(comfy, arch, run_name, iterations=2, checkpoint_every=1, seed=0):
@@ -75,6 +95,14 @@ def environment(**extra):
                                                              "LOCAL_RANK", "PYTHONDONTWRITEBYTECODE")}
     # one thread per process: the same float reductions in every run, so resumed runs can match bit for bit
     return {**env, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **extra}
+
+
+def side_by_side(*calls):
+    """Independent runs started together, their results in order (an assertion failing in one is raised here).
+    Each process runs one thread, so two share the machine's 2 cores instead of waiting for each other: most of a
+    run is importing ComfyUI, which is the same whether one runs or two."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return [future.result() for future in [pool.submit(call) for call in calls]]
 
 
 def train(tmp_path, graph, *extra, processes=1, output=None, timeout=1500):
@@ -123,8 +151,8 @@ def lora(folder):
 
 @pytest.mark.parametrize("arch", ["sd3", "flux"])
 def test_two_processes_train_the_same_lora_as_one(comfy, tmp_path, arch):
-    one = train(tmp_path, workflow(comfy, arch, "one"))
-    two = train(tmp_path, workflow(comfy, arch, "two"), processes=2)
+    one, two = side_by_side(lambda: train(tmp_path, workflow(comfy, arch, "one")),
+                            lambda: train(tmp_path, workflow(comfy, arch, "two"), processes=2))
     a, b = lora(run_folder(tmp_path, "one")), lora(run_folder(tmp_path, "two"))
     assert a.keys() == b.keys() and any(float(v.abs().max()) > 0 for k, v in a.items() if "lora_up" in k)
     for key in a:
@@ -151,24 +179,25 @@ def test_two_processes_train_the_same_lora_as_one(comfy, tmp_path, arch):
 
 
 def test_a_killed_run_resumes_bit_exactly_and_its_lora_loads_in_comfyui(comfy, tmp_path):
-    straight = train(tmp_path, workflow(comfy, "sd3", "straight", iterations=4), processes=2)
-    assert straight.returncode == 0
     graph = workflow(comfy, "sd3", "killed", iterations=4)
     process = subprocess.Popen(command(tmp_path, graph, processes=2), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, env=environment(), start_new_session=True)
-    checkpoint = run_folder(tmp_path, "killed") / "checkpoint.safetensors"
-    deadline = time.monotonic() + 1200
-    while time.monotonic() < deadline and process.poll() is None:
-        if checkpoint.is_file() and trained_iterations(str(checkpoint)) >= 2:
-            break
-        time.sleep(0.2)
-    assert process.poll() is None, "the run ended before it could be killed: " + process.stdout.read()[-3000:]
-    kill_tree(process.pid)
-    process.wait(timeout=60)
-    killed_at = trained_iterations(str(checkpoint))
-    time.sleep(3)  # no worker survived the kill to train on
-    assert trained_iterations(str(checkpoint)) == killed_at
-    assert 2 <= killed_at < 4 and not (run_folder(tmp_path, "killed") / "lora_final.safetensors").exists()
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the uninterrupted run, beside the one to kill (see side_by_side)
+        straight = pool.submit(train, tmp_path, workflow(comfy, "sd3", "straight", iterations=4), processes=2)
+        checkpoint = run_folder(tmp_path, "killed") / "checkpoint.safetensors"
+        deadline = time.monotonic() + 1200
+        while time.monotonic() < deadline and process.poll() is None:
+            if checkpoint.is_file() and trained_iterations(str(checkpoint)) >= 2:
+                break
+            time.sleep(0.2)
+        assert process.poll() is None, "the run ended before it could be killed: " + process.stdout.read()[-3000:]
+        kill_tree(process.pid)
+        process.wait(timeout=60)
+        killed_at = trained_iterations(str(checkpoint))
+        time.sleep(3)  # no worker survived the kill to train on
+        assert trained_iterations(str(checkpoint)) == killed_at
+        assert 2 <= killed_at < 4 and not (run_folder(tmp_path, "killed") / "lora_final.safetensors").exists()
+        assert straight.result().returncode == 0
     resumed = train(tmp_path, graph, "--resume", processes=2)
     lines = [line.split(":")[0] for line in resumed.stdout.splitlines() if line.startswith("iteration ")]
     assert lines[-1] == "iteration 4/4" and len(lines) <= 4 - killed_at + 1, resumed.stdout
@@ -204,34 +233,33 @@ def test_bad_arguments_fail_before_any_model_loads(comfy, tmp_path):
     good = tmp_path / "good.json"
     good.write_text(json.dumps(workflow(comfy, "sd3", "bad")))
     output = ["--output-directory", str(tmp_path / "output")]
-    message, _ = failure(tmp_path, [*comfyui, "--workflow", str(tmp_path / "missing.json")])
-    assert "--workflow: no such file" in message
-    message, _ = failure(tmp_path, ["--comfyui", str(tmp_path), "--workflow", str(good)])
-    assert "is no ComfyUI folder" in message and "COMFYUI_PATH" in message
     ui = tmp_path / "ui.json"
     ui.write_text(json.dumps({"nodes": [], "links": [], "version": 0.4}))
-    message, _ = failure(tmp_path, [*comfyui, *output, "--workflow", str(ui)])
-    assert "Export (API)" in message
     broken = workflow(comfy, "sd3", "bad")
     broken["1"]["inputs"]["unet_name"] = "no_such_model.safetensors"
     path = tmp_path / "broken.json"
     path.write_text(json.dumps(broken))
-    message, _ = failure(tmp_path, [*comfyui, *output, "--workflow", str(path)])
-    assert "UNETLoader (node 1) unet_name = 'no_such_model.safetensors'" in message
-    # 2 prompts × group 2 = 4 samples do not split over 3 processes: refused on every rank before loading
-    message, _ = failure(tmp_path, [*comfyui, *output, "--workflow", str(good)], WORLD_SIZE="3", RANK="0",
-                         LOCAL_RANK="0")
-    assert "do not split over 3 processes" in message and "one of [1, 2, 4]" in message
-    message, _ = failure(tmp_path, [*comfyui, *output, "--workflow", str(good), "--rule", "euler",
-                                    "--group-size", "1000"])
-    assert "FlowCPS_GRPOTrainLoRA (node 24) rule = 'euler': not one of cps, cpws, precise" in message
-    assert "group_size = 1000: outside 2…64" in message
-    message, _ = failure(tmp_path, [*comfyui, *output, "--workflow", str(good), "--resume"])
-    assert "--resume: no checkpoint at" in message
+    # (arguments, environment, what the error says)
+    cases = [
+        ([*comfyui, "--workflow", str(tmp_path / "missing.json")], {}, ["--workflow: no such file"]),
+        (["--comfyui", str(tmp_path), "--workflow", str(good)], {}, ["is no ComfyUI folder", "COMFYUI_PATH"]),
+        ([*comfyui, *output, "--workflow", str(ui)], {}, ["Export (API)"]),
+        ([*comfyui, *output, "--workflow", str(path)], {},
+         ["UNETLoader (node 1) unet_name = 'no_such_model.safetensors'"]),
+        # 2 prompts × group 2 = 4 samples do not split over 3 processes: refused on every rank before loading
+        ([*comfyui, *output, "--workflow", str(good)], dict(WORLD_SIZE="3", RANK="0", LOCAL_RANK="0"),
+         ["do not split over 3 processes", "one of [1, 2, 4]"]),
+        ([*comfyui, *output, "--workflow", str(good), "--rule", "euler", "--group-size", "1000"], {},
+         ["FlowCPS_GRPOTrainLoRA (node 24) rule = 'euler': not one of cps, cpws, precise",
+          "group_size = 1000: outside 2…64"]),
+        ([*comfyui, *output, "--workflow", str(good), "--resume"], {}, ["--resume: no checkpoint at"]),
+        ([*comfyui, "--diffusion-model", "x.safetensors", "--reward", "colorfulness", "--prompts", str(good)], {},
+         ["--diffusion-model also needs --text-encoder"]),
+    ]
+    results = side_by_side(*[lambda a=arguments, e=env: failure(tmp_path, a, **e) for arguments, env, _ in cases])
+    for (arguments, _, expected), (message, _) in zip(cases, results):
+        assert all(text in message for text in expected), (arguments, message[-3000:])
     assert not (tmp_path / "output" / "flow_cps_grpo").exists()  # nothing was created by any of these
-    message, _ = failure(tmp_path, [*comfyui, "--diffusion-model", "x.safetensors", "--reward", "colorfulness",
-                                    "--prompts", str(good)])
-    assert "--diffusion-model also needs --text-encoder" in message
 
 
 def test_every_trainer_setting_has_a_flag(comfy):
@@ -253,25 +281,27 @@ def test_every_trainer_setting_has_a_flag(comfy):
 def test_method_flags_train_mixgrpo_flash_with_a_trust_region_and_diffusion_nft(comfy, tmp_path):
     """The method nodes from the command line: flags add them in front of the workflow's trainer (real SD3 classes);
     the values typed reach the run unchanged, and a bad one is refused before any model loads."""
-    graph = workflow(comfy, "sd3", "cli_mix", iterations=2, checkpoint_every=0)
-    train(tmp_path, graph, "--window-size", "1", "--window-schedule", "progressive", "--window-shift-every", "1",
-          "--ode-sampler", "dpmpp_2m", "--kl-threshold", "2.5e-06", "--ratio-norm", "true", "--steps", "4")
+    mix = workflow(comfy, "sd3", "cli_mix", iterations=2, checkpoint_every=0)
+    nft = workflow(comfy, "sd3", "cli_nft", iterations=1, checkpoint_every=0)
+    nft["24"]["inputs"]["method"] = ["30", 0]
+    nft["30"] = {"class_type": "FlowCPS_MethodDiffusionNFT", "inputs": {
+        "sampler": "dpmpp_2m", "nft_beta": 1.0, "kl_beta": 1e-4, "old_policy": "snapshot", "decay_rate": 0.001,
+        "decay_max": 0.5, "timestep_fraction": 0.5}}
+    bad = command(tmp_path, workflow(comfy, "sd3", "cli_bad"), "--window-schedule", "spiral")[2:]
+    _, _, (message, _) = side_by_side(
+        lambda: train(tmp_path, mix, "--window-size", "1", "--window-schedule", "progressive", "--window-shift-every",
+                      "1", "--ode-sampler", "dpmpp_2m", "--kl-threshold", "2.5e-06", "--ratio-norm", "true",
+                      "--steps", "4"),
+        lambda: train(tmp_path, nft, "--nft-beta", "0.625"),
+        lambda: failure(tmp_path, bad))
     info = json.loads((run_folder(tmp_path, "cli_mix") / "metrics.json").read_text())
     assert info["ode_sampler"] == "dpmpp_2m" and info["kl_mask_threshold"] == 2.5e-06 and info["ratio_norm"] is True
     assert [h["sde_window"] for h in info["history"]] == [[0, 1], [1, 2]]
     assert all(h["first_ratio_min"] == h["first_ratio_max"] == 1.0 for h in info["history"])
-    graph = workflow(comfy, "sd3", "cli_nft", iterations=1, checkpoint_every=0)
-    graph["24"]["inputs"]["method"] = ["30", 0]
-    graph["30"] = {"class_type": "FlowCPS_MethodDiffusionNFT", "inputs": {
-        "sampler": "dpmpp_2m", "nft_beta": 1.0, "kl_beta": 1e-4, "old_policy": "snapshot", "decay_rate": 0.001,
-        "decay_max": 0.5, "timestep_fraction": 0.5}}
-    train(tmp_path, graph, "--nft-beta", "0.625")
     info = json.loads((run_folder(tmp_path, "cli_nft") / "metrics.json").read_text())
     config = read_checkpoint(str(run_folder(tmp_path, "cli_nft") / "checkpoint.safetensors"))["config"]
     assert info["algorithm"] == "diffusion_nft" and config["nft_beta"] == 0.625 and config["nft_old_policy"] == "snapshot"
     assert info["history"][0]["nft_old_decay"] == 0.0 and info["history"][0]["rollout_bytes_per_sample"] > 0
-    message, _ = failure(tmp_path, command(tmp_path, workflow(comfy, "sd3", "cli_bad"), "--window-schedule",
-                                           "spiral")[2:])
     assert "window_schedule = 'spiral': not one of fixed, sliding, progressive, random" in message
 
 
