@@ -35,26 +35,25 @@ FIXTURES = Path(__file__).resolve().parent / "fixture_pack"
 FROM_FILES = {"sd3"}
 
 
-_HANDED_OUT = set()
-_PORT_LOCK = threading.Lock()
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out = set()
+_port_lock = threading.Lock()
 
 
 def free_port() -> int:
     """A free port for torchrun's rendezvous, below the kernel's ephemeral range: a run beside it opens connections
     on ephemeral ports, and one of those could take a port picked there before this run's launcher binds it."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) \
-        if Path("/proc/sys/net/ipv4/ip_local_port_range").is_file() else 32768
-    with _PORT_LOCK:
+    low = int(EPHEMERAL_PORTS.read_text().split()[0]) if EPHEMERAL_PORTS.is_file() else 32768
+    with _port_lock:  # side_by_side runs ask from two threads
         for port in random.sample(range(max(1024, low - 12000), low), 200):
-            if port in _HANDED_OUT:
-                continue
             with socket.socket() as s:
                 try:
                     s.bind(("127.0.0.1", port))
                 except OSError:
                     continue
-            _HANDED_OUT.add(port)
-            return port
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
     raise RuntimeError("no free port below the ephemeral range")
 
 
@@ -89,7 +88,7 @@ def command(tmp_path, graph, *extra, processes=1, output=None):
 
 def environment(**extra):
     # PYTHONDONTWRITEBYTECODE is dropped: every run of train_comfy.py imports ComfyUI (~1400 modules), and without
-    # bytecode caches each would compile its source again (~4 s a process on 2 cores; ComfyUI writes them itself
+    # bytecode caches each would compile its source again (~8 s a process on 2 cores; ComfyUI writes them itself
     # whenever it runs)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "WORLD_SIZE", "RANK",
                                                              "LOCAL_RANK", "PYTHONDONTWRITEBYTECODE")}
