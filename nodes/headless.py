@@ -15,9 +15,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional
 
+from .api_graph import TRAINER, WorkflowError, check_api_workflow, find_trainer, is_link, upstream
+
 log = logging.getLogger("flow_cps")
 
-TRAINER = "FlowCPS_GRPOTrainLoRA"
 # loader inputs that name a model file, and the ComfyUI model folder each is looked up in
 MODEL_FILE_INPUTS = {
     "CheckpointLoaderSimple": {"ckpt_name": "checkpoints"},
@@ -67,54 +68,7 @@ def writes_files() -> bool:
     return run is None or run.writes
 
 
-# ----- the API-format graph -------------------------------------------------------------------------------------------
-class WorkflowError(ValueError):
-    """A workflow the command-line trainer cannot run (it says what to change)."""
-
-    __module__ = "flow_cps"
-
-
-def check_api_workflow(graph) -> Dict[str, dict]:
-    """The graph of an API-format export ({id: {class_type, inputs}}); a UI-format file gets the export hint."""
-    if isinstance(graph, dict) and "nodes" in graph and "links" in graph:
-        raise WorkflowError("this is a workflow in the UI format (what Save writes); the trainer needs the API "
-                            "format: in ComfyUI use Workflow → Export (API) and pass that file")
-    if not isinstance(graph, dict) or not graph or not all(
-            isinstance(node, dict) and "class_type" in node for node in graph.values()):
-        raise WorkflowError("not an API-format workflow: expected {node id: {class_type, inputs}} (ComfyUI: "
-                            "Workflow → Export (API))")
-    return graph
-
-
-def find_trainer(graph: Dict[str, dict], node_id: Optional[str] = None) -> str:
-    trainers = [k for k, node in graph.items() if node["class_type"] == TRAINER]
-    if node_id is not None:
-        if node_id not in trainers:
-            raise WorkflowError(f"node {node_id!r} is not a 'GRPO Train LoRA (flow)' node; the workflow's trainer "
-                                f"nodes are {trainers or 'none'}")
-        return node_id
-    if len(trainers) != 1:
-        raise WorkflowError(f"the workflow has {len(trainers)} 'GRPO Train LoRA (flow)' nodes "
-                            f"({', '.join(trainers) or 'none'}); " + ("pick one with --node ID" if trainers else
-                                                                     "add one, or build the run from flags"))
-    return trainers[0]
-
-
-def upstream(graph: Dict[str, dict], node_id: str) -> Dict[str, dict]:
-    """The node and every node it depends on (what the trainer needs): the rest (previews, Save LoRA, samplers
-    after training) is dropped, since only rank 0 may write and the run itself saves the LoRA."""
-    keep, todo = {}, [node_id]
-    while todo:
-        current_id = todo.pop()
-        if current_id in keep:
-            continue
-        if current_id not in graph:
-            raise WorkflowError(f"the workflow links to node {current_id!r}, which it does not contain")
-        keep[current_id] = graph[current_id]
-        todo += [value[0] for value in graph[current_id].get("inputs", {}).values() if _is_link(value)]
-    return {k: graph[k] for k in graph if k in keep}
-
-
+# ----- the model files a graph names ----------------------------------------------------------------------------------
 def model_files(graph: Dict[str, dict]) -> List[tuple]:
     """(node id, input, model folder kind, value) of every loader input naming a model file."""
     found = []
@@ -140,10 +94,6 @@ def resolve_model_files(graph: Dict[str, dict], folder_paths) -> List[str]:
             problems.append(f"{graph[node_id]['class_type']} (node {node_id}) {name} = {value!r}: no such file in "
                             f"ComfyUI's '{kind}' folders ({where}) nor as a path; give an existing file name or path")
     return problems
-
-
-def _is_link(value) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
 
 
 def _input_spec(entry) -> tuple:
@@ -177,7 +127,7 @@ def check_pack_inputs(graph: Dict[str, dict], node_classes: Dict[str, type]) -> 
             if name not in node.get("inputs", {}):
                 continue
             value = node["inputs"][name]
-            if _is_link(value):
+            if is_link(value):
                 continue
             kind, options, choices = _input_spec(entry)
             where = f"{node['class_type']} (node {node_id}) {name} = {value!r}"
@@ -254,5 +204,5 @@ async def validate(graph: Dict[str, dict], trainer_id: str) -> List[str]:
 
 
 __all__ = ["HeadlessRun", "headless_run", "current", "writes_files", "WorkflowError", "check_api_workflow",
-           "find_trainer", "upstream", "resolve_model_files", "input_defaults", "check_pack_inputs", "run_workflow", "validate",
-           "HeadlessFailure", "TRAINER", "MODEL_FILE_INPUTS"]
+           "find_trainer", "upstream", "resolve_model_files", "input_defaults", "check_pack_inputs", "run_workflow",
+           "validate", "HeadlessFailure", "TRAINER", "MODEL_FILE_INPUTS"]

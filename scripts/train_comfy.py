@@ -22,6 +22,7 @@ before any model is loaded.
 import argparse
 import asyncio
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -349,14 +350,11 @@ def apply_method_flags(args, graph: dict, trainer_id: str, nodes_module, headles
         graph[chain[name]]["inputs"].update(wanted[name])
 
 
-def check_before_loading(args, graph, trainer_id, folder_paths, headless):
-    """Model files, the graph (ComfyUI's validation), the batch split and the run folder: all before any model
-    loads. Returns the run folder."""
-    import nodes
-    problems = headless.resolve_model_files(graph, folder_paths)
-    problems += headless.check_pack_inputs(graph, nodes.NODE_CLASS_MAPPINGS)
-    problems += [p for p in asyncio.run(headless.validate(graph, trainer_id)) if p not in problems]
-    inputs = graph[trainer_id]["inputs"]
+def run_problems(args, inputs: dict, output_directory: str) -> list:
+    """The batch split over the processes and the run folder (a new run never overwrites one; --resume needs a
+    checkpoint that has something left to do). Sets the trainer's resume_from. Pure: runs before ComfyUI is imported
+    for a workflow, and again after with ComfyUI's own output folder."""
+    problems = []
     batch = int(inputs["prompts_per_iteration"]) * int(inputs["group_size"])
     if batch % args.world_size:
         good = [n for n in range(1, batch + 1) if batch % n == 0]
@@ -364,22 +362,57 @@ def check_before_loading(args, graph, trainer_id, folder_paths, headless):
                         f"{inputs['group_size']} = {batch} samples per iteration do not split over {args.world_size} "
                         f"processes: use --nproc-per-node one of {good}, or change --group-size / "
                         "--prompts-per-iteration")
-    run_folder = os.path.join(folder_paths.get_output_directory(), "flow_cps_grpo", args.run_name)
-    checkpoint = os.path.join(run_folder, "checkpoint.safetensors")
+    checkpoint = os.path.join(run_folder_of(args, output_directory), "checkpoint.safetensors")
     if args.resume:
         if not os.path.isfile(checkpoint):
             problems.append(f"--resume: no checkpoint at {checkpoint}")
         else:
             problems += finished_run_problems(checkpoint, inputs.get("iterations"))
-        inputs["resume_from"] = os.path.relpath(checkpoint, folder_paths.get_output_directory())
+        inputs["resume_from"] = os.path.relpath(checkpoint, output_directory)
     else:
         inputs["resume_from"] = ""
         if os.path.exists(checkpoint):
-            problems.append(f"--run-name: {run_folder} already holds a run; pass --resume to continue it, or choose "
-                            "another --run-name (a new run never overwrites an old one)")
+            problems.append(f"--run-name: {os.path.dirname(checkpoint)} already holds a run; pass --resume to "
+                            "continue it, or choose another --run-name (a new run never overwrites an old one)")
+    return problems
+
+
+def run_folder_of(args, output_directory: str) -> str:
+    return os.path.join(output_directory, "flow_cps_grpo", args.run_name)
+
+
+def refuse_if(problems: list) -> None:
     if problems:
         sys.exit("train_comfy.py: error: " + "\n  ".join(["the run cannot start:", *problems]))
-    return run_folder
+
+
+def check_workflow_early(parser, args):
+    """A workflow's graph, trainer and run folder, checked before ComfyUI is imported (its start-up takes ~10 s of a
+    CPU per process): returns (graph, trainer id) with the flags applied."""
+    api_graph = pack_file_module("nodes/api_graph.py")
+    try:
+        graph = api_graph.check_api_workflow(args.graph)
+        trainer_id = api_graph.find_trainer(graph, args.node)
+        graph = api_graph.upstream(graph, trainer_id)
+    except api_graph.WorkflowError as e:
+        parser.error(f"--workflow: {e}")
+    apply_flags(args, graph, trainer_id)
+    # ComfyUI's default output folder (folder_paths): <its folder>/output; checked again once ComfyUI is imported
+    output = os.path.abspath(args.output_directory or os.path.join(os.path.realpath(args.comfyui), "output"))
+    refuse_if(run_problems(args, graph[trainer_id]["inputs"], output))
+    return graph, trainer_id
+
+
+def check_before_loading(args, graph, trainer_id, folder_paths, headless):
+    """Model files, the graph (ComfyUI's validation), the batch split and the run folder: all before any model
+    loads. Returns the run folder."""
+    import nodes
+    problems = headless.resolve_model_files(graph, folder_paths)
+    problems += headless.check_pack_inputs(graph, nodes.NODE_CLASS_MAPPINGS)
+    problems += [p for p in asyncio.run(headless.validate(graph, trainer_id)) if p not in problems]
+    problems += run_problems(args, graph[trainer_id]["inputs"], folder_paths.get_output_directory())
+    refuse_if(problems)
+    return run_folder_of(args, folder_paths.get_output_directory())
 
 
 def pack_module(name: str):
@@ -388,6 +421,17 @@ def pack_module(name: str):
     if PACK_DIR not in sys.path:
         sys.path.append(PACK_DIR)
     return importlib.import_module(name)
+
+
+def pack_file_module(relative_path: str):
+    """One standard-library module of this pack, loaded from its file before ComfyUI is imported (the pack's nodes/
+    package needs ComfyUI, and its name is ComfyUI's own)."""
+    name = "flow_cps_" + os.path.splitext(os.path.basename(relative_path))[0]
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(PACK_DIR, relative_path))
+        sys.modules[name] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def default_lora_alpha(rank: int) -> float:
@@ -443,18 +487,13 @@ def main(argv=None) -> int:
     parser, args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.rank == 0 and args.verbose else logging.WARNING,
                         format="%(message)s")
+    if args.workflow:
+        graph, trainer_id = check_workflow_early(parser, args)
     nodes_module, folder_paths, headless, use_cuda = import_comfyui(args)
     logging.getLogger("flow_cps").setLevel(logging.WARNING)  # the progress lines below say it once per iteration
-    try:
-        if args.workflow:
-            graph = headless.check_api_workflow(args.graph)
-            trainer_id = headless.find_trainer(graph, args.node)
-            graph = headless.upstream(graph, trainer_id)
-        else:
-            graph, trainer_id = graph_from_flags(args, nodes_module, headless), "10"
-    except headless.WorkflowError as e:
-        parser.error(f"--workflow: {e}")
-    apply_flags(args, graph, trainer_id)
+    if not args.workflow:
+        graph, trainer_id = graph_from_flags(args, nodes_module, headless), "10"
+        apply_flags(args, graph, trainer_id)
     apply_method_flags(args, graph, trainer_id, nodes_module, headless)
     run_folder = check_before_loading(args, graph, trainer_id, folder_paths, headless)
 

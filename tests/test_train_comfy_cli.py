@@ -1,5 +1,6 @@
 """scripts/train_comfy.py: the checks it makes before importing ComfyUI (the runs themselves: tests/host/test_headless.py)."""
 import json
+import sys
 
 import pytest
 
@@ -60,6 +61,40 @@ def test_files_are_checked_and_read_before_comfyui_is_imported(cli, comfyui, tmp
     assert "--custom-node: no such folder" in message
     _, message = error_of(capsys, lambda: parse(cli, *comfyui, "--workflow", str(graph), "--dense-rewards", "maybe"))
     assert "expected true or false" in message
+
+
+def test_a_workflow_is_refused_before_comfyui_is_imported(cli, comfyui, tmp_path, capsys, monkeypatch):
+    """main() on a folder that only looks like ComfyUI (an empty main.py, no comfy package): each refusal below comes
+    before the import, which would fail on such a folder, and names what to change."""
+    output = tmp_path / "out"
+    def refusal(graph, *extra, **env):
+        path = tmp_path / "api.json"
+        path.write_text(json.dumps(graph))
+        for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+            monkeypatch.delenv(key, raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        _, message = error_of(capsys, lambda: cli.main([*comfyui, "--workflow", str(path), "--output-directory",
+                                                        str(output), *extra]))
+        assert "comfy" not in sys.modules
+        return message
+    trainer = {"class_type": "FlowCPS_GRPOTrainLoRA", "inputs": {
+        "prompts_per_iteration": 2, "group_size": 2, "iterations": 2, "run_name": "early", "latent": ["3", 0]}}
+    latent = {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
+    assert "Export (API)" in refusal({"nodes": [], "links": [], "version": 0.4})
+    assert "has 0 'GRPO Train LoRA (flow)' nodes" in refusal({"3": latent})
+    assert "links to node '3', which it does not contain" in refusal({"7": trainer})
+    message = refusal({"7": trainer, "3": latent}, **{"WORLD_SIZE": "3", "RANK": "0", "LOCAL_RANK": "0"})
+    assert "2 × 2 = 4 samples per iteration do not split over 3 processes" in message and "[1, 2, 4]" in message
+    assert "--resume: no checkpoint at " + str(output / "flow_cps_grpo" / "early") in refusal(
+        {"7": trainer, "3": latent}, "--resume")
+    from training.checkpoint import CHECKPOINT_NAME, write_checkpoint
+    write_checkpoint(str(output / "flow_cps_grpo" / "mine" / CHECKPOINT_NAME), {"iteration": 2, "history": []})
+    assert "already holds a run; pass --resume" in refusal({"7": trainer, "3": latent}, "--run-name", "mine")
+    # the flags apply first: --iterations 1 asks for fewer than the checkpoint holds
+    assert "already holds 2 iterations and --iterations is 1" in refusal(
+        {"7": trainer, "3": latent}, "--run-name", "mine", "--resume", "--iterations", "1")
+    assert not (output / "flow_cps_grpo" / "early").exists()
 
 
 def test_settings_reach_the_trainer_inputs_unchanged_and_only_when_given(cli, comfyui, tmp_path):
