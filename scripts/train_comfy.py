@@ -21,6 +21,7 @@ before any model is loaded.
 """
 import argparse
 import asyncio
+import glob
 import importlib
 import importlib.util
 import json
@@ -213,9 +214,9 @@ def parse_args(argv=None):
     return parser, args
 
 
-def import_comfyui(args):
-    """ComfyUI as a library, on this rank's device, with its node definitions and this pack loaded the way the
-    server loads it. Returns (nodes module, folder_paths, the pack's headless module)."""
+def import_comfyui(args, class_types: set):
+    """ComfyUI as a library, on this rank's device, with the node definitions the graph's ``class_types`` need and
+    this pack loaded the way the server loads it. Returns (nodes module, folder_paths, the pack's headless module)."""
     import torch
     use_cuda = torch.cuda.is_available() and not args.cpu
     if use_cuda:
@@ -231,24 +232,58 @@ def import_comfyui(args):
     for path in args.extra_model_paths_config:
         load_extra_path_config(os.path.abspath(path))
     import nodes
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # ComfyUI's own import report, given below without what only the web server needs
-    try:
-        failed = asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False)) or []
-    finally:
-        root.setLevel(level)
+    extras = builtin_node_files(args.comfyui)
+    wanted = naming_files(extras, class_types)
+    failed = load_builtin_nodes(nodes, wanted, first=True)
+    for path in [*args.custom_node, PACK_DIR]:
+        if not asyncio.run(nodes.load_custom_node(os.path.abspath(path))):
+            sys.exit(f"train_comfy.py: error: loading the node pack {path} failed (see the log above)")
+    missing = sorted(set(class_types) - set(nodes.NODE_CLASS_MAPPINGS))
+    if missing:  # a node whose name is not written out in its file's source: load the rest, as the server does
+        logging.info("loading all of ComfyUI's comfy_extras nodes: %s not found by name", ", ".join(missing))
+        failed += load_builtin_nodes(nodes, [path for path in extras if path not in wanted], first=False)
     # node replacements are a frontend feature: registering them needs the web server, which a run does not start
     failed = [name for name in failed if "nodes_replacements" not in str(name)]
     if failed:
         logging.warning("some of ComfyUI's comfy_extras nodes did not import (a workflow using them will fail): %s",
                         ", ".join(map(str, failed)))
-    for path in [*args.custom_node, PACK_DIR]:
-        if not asyncio.run(nodes.load_custom_node(os.path.abspath(path))):
-            sys.exit(f"train_comfy.py: error: loading the node pack {path} failed (see the log above)")
     pack = os.path.abspath(PACK_DIR).replace(".", "_x_")
     headless = importlib.import_module(pack + ".nodes.headless")
     return nodes, folder_paths, headless, use_cuda
+
+
+def builtin_node_files(comfyui: str) -> dict:
+    """{path: source} of ComfyUI's comfy_extras/nodes_*.py, the files its init_builtin_extra_nodes loads."""
+    found = {}
+    for path in sorted(glob.glob(os.path.join(os.path.abspath(comfyui), "comfy_extras", "nodes_*.py"))):
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            found[path] = handle.read()
+    return found
+
+
+def naming_files(sources: dict, class_types: set) -> list:
+    """The paths of ``sources`` ({path: source}) that name one of ``class_types`` as a string literal: where a node
+    is defined (V1's NODE_CLASS_MAPPINGS keys and V3's node_id are such literals)."""
+    return [path for path, text in sources.items()
+            if any(f'"{name}"' in text or f"'{name}'" in text for name in class_types)]
+
+
+def load_builtin_nodes(nodes, paths: list, first: bool) -> list:
+    """Load these comfy_extras files as ComfyUI's init_builtin_extra_nodes does (the ~130 of them take ~4 s of a
+    CPU, a quarter of a process's start-up; a run loads those whose source names a node of its graph). Returns the
+    files that failed."""
+    async def load():
+        if first:
+            await nodes.init_public_apis()  # what init_extra_nodes does first: the V3 node API's versions
+        return [os.path.basename(path) for path in paths
+                if not await nodes.load_custom_node(path, module_parent="comfy_extras")]
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # ComfyUI's own import report, given by the caller without web-server-only nodes
+    try:
+        return asyncio.run(load())
+    finally:
+        root.setLevel(level)
 
 
 def reward_node(name: str, options: dict) -> dict:
@@ -263,11 +298,11 @@ def reward_node(name: str, options: dict) -> dict:
     return {"class_type": "FlowCPS_RewardCLIP", "inputs": {"model": name, **options}}
 
 
-def graph_from_flags(args, nodes_module, headless) -> dict:
-    """The API graph the flags describe: loaders, the reward (and monitor), an empty latent and the trainer."""
+def graph_from_flags(args) -> dict:
+    """The API graph the flags describe: loaders, the reward (and monitor), an empty latent and the trainer. Only
+    what the flags set: with_defaults fills in the rest once ComfyUI is imported."""
     def node(class_type, **inputs):
-        return {"class_type": class_type,
-                "inputs": {**headless.input_defaults(nodes_module.NODE_CLASS_MAPPINGS[class_type]), **inputs}}
+        return {"class_type": class_type, "inputs": inputs}
 
     graph = {}
     if args.checkpoint:
@@ -289,6 +324,13 @@ def graph_from_flags(args, nodes_module, headless) -> dict:
         trainer["inputs"]["monitor"] = ["6", 0]
     graph["10"] = trainer
     return graph
+
+
+def with_defaults(graph: dict, nodes_module, headless) -> dict:
+    """graph_from_flags's nodes with every input the flags left out at the node's default."""
+    return {node_id: {"class_type": node["class_type"], "inputs": {
+        **headless.input_defaults(nodes_module.NODE_CLASS_MAPPINGS[node["class_type"]]), **node["inputs"]}}
+        for node_id, node in graph.items()}
 
 
 def apply_flags(args, graph: dict, trainer_id: str) -> dict:
@@ -489,10 +531,13 @@ def main(argv=None) -> int:
                         format="%(message)s")
     if args.workflow:
         graph, trainer_id = check_workflow_early(parser, args)
-    nodes_module, folder_paths, headless, use_cuda = import_comfyui(args)
+    else:
+        graph, trainer_id = graph_from_flags(args), "10"
+    class_types = {node["class_type"] for node in graph.values()}
+    nodes_module, folder_paths, headless, use_cuda = import_comfyui(args, class_types)
     logging.getLogger("flow_cps").setLevel(logging.WARNING)  # the progress lines below say it once per iteration
     if not args.workflow:
-        graph, trainer_id = graph_from_flags(args, nodes_module, headless), "10"
+        graph = with_defaults(graph, nodes_module, headless)
         apply_flags(args, graph, trainer_id)
     apply_method_flags(args, graph, trainer_id, nodes_module, headless)
     run_folder = check_before_loading(args, graph, trainer_id, folder_paths, headless)

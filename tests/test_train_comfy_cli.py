@@ -1,5 +1,6 @@
 """scripts/train_comfy.py: the checks it makes before importing ComfyUI (the runs themselves: tests/host/test_headless.py)."""
 import json
+import os
 import sys
 
 import pytest
@@ -237,3 +238,27 @@ def test_one_default_lora_alpha_in_the_node_the_toy_policy_and_both_scripts(cli,
                                             "inputs": {"lora_rank": 8, "lora_alpha": 4.0}}}))
     args = parse(cli, *comfyui, "--workflow", str(graph_file), "--lora-rank", "32")
     assert cli.apply_flags(args, args.graph, "7")["lora_alpha"] == 4.0
+
+
+def test_only_the_builtin_node_files_a_graph_names_are_loaded(cli, tmp_path):
+    """A run imports the comfy_extras files whose source names one of its nodes (V1 mapping keys, V3 node_id), of
+    the files ComfyUI's init_builtin_extra_nodes loads (nodes_*.py); flags alone name their loaders and latent."""
+    extras = tmp_path / "ComfyUI" / "comfy_extras"
+    extras.mkdir(parents=True)
+    (extras / "nodes_sd3.py").write_text('NODE_CLASS_MAPPINGS = {"TripleCLIPLoader": T, "EmptySD3LatentImage": E}\n')
+    (extras / "nodes_v3.py").write_text("io.Schema(node_id='ModelSamplingAuraFlow')\n")
+    (extras / "nodes_other.py").write_text('NODE_CLASS_MAPPINGS = {"EmptySD3LatentImageX": X}  # EmptyLatentImage\n')
+    (extras.parent / "main.py").write_text("")
+    (extras / "helpers.py").write_text('"EmptySD3LatentImage"\n')  # not a node file: ComfyUI does not load it
+    sources = cli.builtin_node_files(str(tmp_path / "ComfyUI"))
+    assert sorted(os.path.basename(p) for p in sources) == ["nodes_other.py", "nodes_sd3.py", "nodes_v3.py"]
+    named = lambda *types: sorted(os.path.basename(p) for p in cli.naming_files(sources, set(types)))
+    assert named("EmptySD3LatentImage", "KSampler") == ["nodes_sd3.py"]
+    assert named("ModelSamplingAuraFlow") == ["nodes_v3.py"] and named("EmptyLatentImage", "VAELoader") == []
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red fox\n")
+    args = parse(cli, "--comfyui", str(tmp_path / "ComfyUI"), "--diffusion-model", "m", "--text-encoder", "a",
+                 "--text-encoder", "b", "--text-encoder", "c", "--clip-type", "sd3", "--vae", "v", "--reward",
+                 "pickscore", "--prompts", str(prompts))
+    types = {node["class_type"] for node in cli.graph_from_flags(args).values()}
+    assert "TripleCLIPLoader" in types and named(*types) == ["nodes_sd3.py"]
