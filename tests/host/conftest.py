@@ -34,7 +34,19 @@ PACK_NAME = "flow-cps"
 if str(HOST_DIR) not in sys.path:  # tests/ is no package: make comfy_client / workflow_convert importable
     sys.path.insert(0, str(HOST_DIR))
 
+import model_files  # noqa: E402
 from comfy_client import ComfyClient  # noqa: E402
+
+
+def declared_model_files(session) -> list:
+    """The generated model files (model_files.Generated) that the collected test modules name in MODEL_FILES, in
+    the order the tests run."""
+    found = []
+    for item in session.items:
+        for generated in getattr(getattr(item, "module", None), "MODEL_FILES", ()):
+            if generated not in found:
+                found.append(generated)
+    return found
 
 
 def _free_port() -> int:
@@ -65,8 +77,9 @@ def _stop(proc: subprocess.Popen):
 
 
 @pytest.fixture(scope="session")
-def comfy(tmp_path_factory):
-    """A running ComfyUI server with the pack loaded; yields a ComfyClient. Stopped at the end of the session."""
+def comfy(tmp_path_factory, request):
+    """A running ComfyUI server with the pack loaded; yields a ComfyClient. Stopped at the end of the session.
+    Beside its start-up, one process builds the model files the session's test modules name (model_files.py)."""
     comfy_path = os.environ.get("COMFYUI_PATH", "")
     if not comfy_path:
         pytest.skip("host tests need ComfyUI: set COMFYUI_PATH=/path/to/ComfyUI "
@@ -117,6 +130,7 @@ def comfy(tmp_path_factory):
     started = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=comfy_dir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             env=env, start_new_session=True)
+    model_files.start_building(declared_model_files(request.session))
     client = ComfyClient(port, log_path=str(log_path), output_dir=str(dirs["output"]),
                          input_dir=str(dirs["input"]), temp_dir=str(dirs["temp"] / "temp"),
                          user_dir=str(dirs["user"]), models_dir=str(base / "models"), process=proc)
@@ -142,4 +156,5 @@ def comfy(tmp_path_factory):
     finally:
         client.close()
         _stop(proc)
+        model_files.stop_building()
         log.close()

@@ -13,12 +13,13 @@ import pytest
 from safetensors import safe_open
 
 from fixture_pack.tiny_architectures import ARCHS, TINY_CONTEXT_DIM, TINY_POOLED_DIM
-from model_files import stock_model_files
+from model_files import arch_files, stock_model_files
 from test_grpo_nodes import chart_events
 
 FAMILY = {"sd3": "sd3", "flux": "flux", "qwen_image": "qwen_image", "wan21": "wan", "lumina2": "lumina2"}
 FLOW_SAMPLERS = ["flow_cps", "flow_cpws", "flow_precise", "flow_sde", "dance_sde"]
 STEPS = 3
+MODEL_FILES = [arch_files(arch) for arch in ARCHS]  # built at the session's start
 
 
 def stock_loaded(comfy, arch):

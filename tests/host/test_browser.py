@@ -30,6 +30,7 @@ import make_workflows  # noqa: E402
 TRAINER = "FlowCPS_GRPOTrainLoRA"
 GRPO_TITLE = "GRPO LoRA training with a live reward chart (toy digits)"
 VUE_SETTING = "Comfy.VueNodes.Enabled"  # "Modern Node Design (Nodes 2.0)" in frontend 1.49
+VUE_ITERATIONS = 3
 
 
 def _chromium():
@@ -187,7 +188,7 @@ def test_trainer_chart_fills_stays_in_range_and_survives_reload_and_tab_switch(c
     # FLOW_CPS_SCREENSHOT_DIR: the README screenshot, of the example as shipped (30 iterations)
     screenshot_dir = os.environ.get("FLOW_CPS_SCREENSHOT_DIR")
     iterations = next(n for n in workflow["nodes"] if n["type"] == TRAINER)["widgets_values"][11] \
-        if screenshot_dir else 8
+        if screenshot_dir else 4
     out_dir = Path(screenshot_dir or tmp_path)
     with browser_page(comfy) as page:
         if has_vue_nodes(page):
@@ -370,12 +371,12 @@ def test_vue_node_mode_shows_the_chart_and_keeps_it_over_a_reload(comfy):
         set_vue_nodes(page, True)
         try:
             load_graph(page, make_workflows.grpo_toy().to_json())
-            small_run(page, 6, "browser_vue")
+            small_run(page, VUE_ITERATIONS, "browser_vue")
             queue(page)
-            wait_points(page, 6)
+            wait_points(page, VUE_ITERATIONS)
             wait_text(page, TRAINER, "saved in ")
             before = chart(page)
-            assert before["connected"] and before["width"] > 100 and before["drawn"] == 6, before
+            assert before["connected"] and before["width"] > 100 and before["drawn"] == VUE_ITERATIONS, before
             assert 0 <= before["yRange"][0] < before["yRange"][1]
             assert before["monitorDrawn"] == len(before["monitor"]) >= 1, before
             wait_idle(page, comfy)
@@ -385,5 +386,5 @@ def test_vue_node_mode_shows_the_chart_and_keeps_it_over_a_reload(comfy):
             text = node_text(page, TRAINER)[0][1]
         finally:  # the setting is stored on the server: later tests drive the canvas widgets
             set_vue_nodes(page, False)
-        assert after["points"] == before["points"] and after["drawn"] == 6 and after["connected"], after
+        assert after["points"] == before["points"] and after["drawn"] == VUE_ITERATIONS and after["connected"], after
         assert "saved in " in text

@@ -10,12 +10,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from model_files import arch_files
 from test_grpo_nodes import grpo_graph
 from test_node_conventions import history_error
 from training.checkpoint import read_checkpoint, trained_iterations
 from training.grpo_config import GRPOConfig, default_lora_alpha
 
 REPO = Path(__file__).resolve().parents[2]
+MODEL_FILES = [arch_files("sd3")]  # built at the session's start
 
 
 def small(run_name, **inputs):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from model_files import script_files
+from model_files import Generated, script_files
 from test_sampler_nodes import run_images, toy_graph
 
 
@@ -251,17 +251,28 @@ save_file({k: v.to(torch.float8_e4m3fn).contiguous() if v.is_floating_point() el
 """
 
 
-def make_tiny_sd3(comfy, context: int = 11, name: str = "tiny_sd3_mmdit"):
+def tiny_sd3_files(context: int = 11, name: str = "tiny_sd3_mmdit") -> Generated:
+    return Generated(name=name, code=TINY_SD3, files=((f"{name}.safetensors", "diffusion_models"),
+                                                      (f"{name}_taesd.safetensors", "vae")), args=(str(context),))
+
+
+TINY_SD3_FILES = tiny_sd3_files()
+TINY_MMDIT_CLIP_L_FILES = tiny_sd3_files(context=768, name="tiny_mmdit_clip_l")
+RANDOM_CLIP_L_FILES = Generated(name="random_clip_l", code=RANDOM_CLIP_L,
+                                files=(("random_clip_l.safetensors", "text_encoders"),))
+MODEL_FILES = [TINY_SD3_FILES, TINY_MMDIT_CLIP_L_FILES, RANDOM_CLIP_L_FILES]  # built at the session's start
+
+
+def make_tiny_sd3(comfy, files: Generated = TINY_SD3_FILES):
     """TINY_SD3's files, made once per host (model_files.py); returns (diffusion model, VAE) file names."""
-    unet, vae = f"{name}.safetensors", f"{name}_taesd.safetensors"
-    script_files(comfy, name, TINY_SD3, {unet: "diffusion_models", vae: "vae"}, str(context))
-    return unet, vae
+    script_files(comfy, files)
+    return files.files[0][0], files.files[1][0]
 
 
 def random_clip_l(comfy) -> str:
     """RANDOM_CLIP_L's file, made once per host; returns its name in text_encoders/."""
-    script_files(comfy, "random_clip_l", RANDOM_CLIP_L, {"random_clip_l.safetensors": "text_encoders"})
-    return "random_clip_l.safetensors"
+    script_files(comfy, RANDOM_CLIP_L_FILES)
+    return RANDOM_CLIP_L_FILES.files[0][0]
 
 
 def test_a_tiny_real_sd3_mmdit_trains_through_the_same_node(comfy):
@@ -298,7 +309,7 @@ def test_a_tiny_real_sd3_mmdit_trains_through_the_same_node(comfy):
 
 def test_prompts_encoded_with_a_stock_clip_text_encoder(comfy):
     """The CLIP path (as CLIP Text Encode does it): ComfyUI's CLIP-L, random weights, via the stock CLIPLoader."""
-    unet, vae = make_tiny_sd3(comfy, context=768, name="tiny_mmdit_clip_l")
+    unet, vae = make_tiny_sd3(comfy, TINY_MMDIT_CLIP_L_FILES)
     clip = random_clip_l(comfy)
     graph = grpo_graph("host_clip_path", iterations=1, save=False)
     graph["1"] = {"class_type": "UNETLoader", "inputs": {"unet_name": unet, "weight_dtype": "default"}}

@@ -26,13 +26,16 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from model_files import arch_files
 from test_architectures import base_graph, built_in_memory, grpo_graph, run, sampled, stock_loaded
+from test_grpo_nodes import RANDOM_CLIP_L_FILES, TINY_MMDIT_CLIP_L_FILES
 from training.checkpoint import read_checkpoint, trained_iterations
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "train_comfy.py"
 FIXTURES = Path(__file__).resolve().parent / "fixture_pack"
 FROM_FILES = {"sd3"}
+MODEL_FILES = [arch_files("sd3"), TINY_MMDIT_CLIP_L_FILES, RANDOM_CLIP_L_FILES]  # built at the session's start
 
 
 EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
@@ -308,7 +311,7 @@ def test_flags_alone_train_a_diffusion_model_with_its_text_encoder(comfy, tmp_pa
     """No workflow: UNETLoader + CLIPLoader (ComfyUI's CLIP-L, random weights) + VAELoader + a reward by name, all
     given by path, and the prompts encoded by that text encoder."""
     from test_grpo_nodes import make_tiny_sd3, random_clip_l
-    unet, vae = make_tiny_sd3(comfy, context=768, name="tiny_mmdit_clip_l")
+    unet, vae = make_tiny_sd3(comfy, TINY_MMDIT_CLIP_L_FILES)
     clip = os.path.join(comfy.models_dir, "text_encoders", random_clip_l(comfy))
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red fox\na blue bird\n")
