@@ -20,18 +20,18 @@ by --resume with the same --iterations (it writes the missing ones from the chec
 before any model is loaded.
 """
 import argparse
-import asyncio
-import glob
-import importlib
-import importlib.util
 import json
 import logging
 import os
 import sys
 
-PACK_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # its modules, also when loaded by path (tests)
+# (builtin_node_files, naming_files and finished_run_problems: also the CLI's own, for its tests)
+from comfy_library import (builtin_node_files, import_comfyui, naming_files, pack_file_module,  # noqa: E402,F401
+                           pack_module)
+from run_checks import check_before_loading, finished_run_problems, refuse_if, run_problems  # noqa: E402,F401
+
 TRAINER = "FlowCPS_GRPOTrainLoRA"
-FINAL_FILES = ("lora_final.safetensors", "metrics.json", "reward_curve.png")  # what a run writes after its checkpoint
 # (flag, trainer input, type, help): every trainer-node setting; None = keep the workflow's value or the default
 SETTINGS = [
     ("--cfg", "cfg", float, "classifier-free guidance scale"),
@@ -214,78 +214,6 @@ def parse_args(argv=None):
     return parser, args
 
 
-def import_comfyui(args, class_types: set):
-    """ComfyUI as a library, on this rank's device, with the node definitions the graph's ``class_types`` need and
-    this pack loaded the way the server loads it. Returns (nodes module, folder_paths, the pack's headless module)."""
-    import torch
-    use_cuda = torch.cuda.is_available() and not args.cpu
-    if use_cuda:
-        torch.cuda.set_device(args.local_rank)  # before comfy.model_management picks its device
-    sys.path.insert(0, os.path.abspath(args.comfyui))
-    from comfy.cli_args import args as comfy_args
-    comfy_args.cpu = not use_cuda
-    comfy_args.disable_api_nodes = True
-    import folder_paths
-    if args.output_directory:
-        folder_paths.set_output_directory(os.path.abspath(args.output_directory))
-    from utils.extra_config import load_extra_path_config
-    for path in args.extra_model_paths_config:
-        load_extra_path_config(os.path.abspath(path))
-    import nodes
-    extras = builtin_node_files(args.comfyui)
-    wanted = naming_files(extras, class_types)
-    failed = load_builtin_nodes(nodes, wanted, first=True)
-    for path in [*args.custom_node, PACK_DIR]:
-        if not asyncio.run(nodes.load_custom_node(os.path.abspath(path))):
-            sys.exit(f"train_comfy.py: error: loading the node pack {path} failed (see the log above)")
-    missing = sorted(set(class_types) - set(nodes.NODE_CLASS_MAPPINGS))
-    if missing:  # a node whose name is not written out in its file's source: load the rest, as the server does
-        logging.info("loading all of ComfyUI's comfy_extras nodes: %s not found by name", ", ".join(missing))
-        failed += load_builtin_nodes(nodes, [path for path in extras if path not in wanted], first=False)
-    # node replacements are a frontend feature: registering them needs the web server, which a run does not start
-    failed = [name for name in failed if "nodes_replacements" not in str(name)]
-    if failed:
-        logging.warning("some of ComfyUI's comfy_extras nodes did not import (a workflow using them will fail): %s",
-                        ", ".join(map(str, failed)))
-    pack = os.path.abspath(PACK_DIR).replace(".", "_x_")
-    headless = importlib.import_module(pack + ".nodes.headless")
-    return nodes, folder_paths, headless, use_cuda
-
-
-def builtin_node_files(comfyui: str) -> dict:
-    """{path: source} of ComfyUI's comfy_extras/nodes_*.py, the files its init_builtin_extra_nodes loads."""
-    found = {}
-    for path in sorted(glob.glob(os.path.join(os.path.abspath(comfyui), "comfy_extras", "nodes_*.py"))):
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            found[path] = handle.read()
-    return found
-
-
-def naming_files(sources: dict, class_types: set) -> list:
-    """The paths of ``sources`` ({path: source}) that name one of ``class_types`` as a string literal: where a node
-    is defined (V1's NODE_CLASS_MAPPINGS keys and V3's node_id are such literals)."""
-    return [path for path, text in sources.items()
-            if any(f'"{name}"' in text or f"'{name}'" in text for name in class_types)]
-
-
-def load_builtin_nodes(nodes, paths: list, first: bool) -> list:
-    """Load these comfy_extras files as ComfyUI's init_builtin_extra_nodes does (the ~130 of them take ~4 s of a
-    CPU, a quarter of a process's start-up; a run loads those whose source names a node of its graph). Returns the
-    files that failed."""
-    async def load():
-        if first:
-            await nodes.init_public_apis()  # what init_extra_nodes does first: the V3 node API's versions
-        return [os.path.basename(path) for path in paths
-                if not await nodes.load_custom_node(path, module_parent="comfy_extras")]
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # ComfyUI's own import report, given by the caller without web-server-only nodes
-    try:
-        return asyncio.run(load())
-    finally:
-        root.setLevel(level)
-
-
 def reward_node(name: str, options: dict) -> dict:
     if name == "digit":
         return {"class_type": "FlowCPS_RewardDigit", "inputs": dict(options)}
@@ -392,42 +320,6 @@ def apply_method_flags(args, graph: dict, trainer_id: str, nodes_module, headles
         graph[chain[name]]["inputs"].update(wanted[name])
 
 
-def run_problems(args, inputs: dict, output_directory: str) -> list:
-    """The batch split over the processes and the run folder (a new run never overwrites one; --resume needs a
-    checkpoint that has something left to do). Sets the trainer's resume_from. Pure: runs before ComfyUI is imported
-    for a workflow, and again after with ComfyUI's own output folder."""
-    problems = []
-    batch = int(inputs["prompts_per_iteration"]) * int(inputs["group_size"])
-    if batch % args.world_size:
-        good = [n for n in range(1, batch + 1) if batch % n == 0]
-        problems.append(f"prompts_per_iteration × group_size = {inputs['prompts_per_iteration']} × "
-                        f"{inputs['group_size']} = {batch} samples per iteration do not split over {args.world_size} "
-                        f"processes: use --nproc-per-node one of {good}, or change --group-size / "
-                        "--prompts-per-iteration")
-    checkpoint = os.path.join(run_folder_of(args, output_directory), "checkpoint.safetensors")
-    if args.resume:
-        if not os.path.isfile(checkpoint):
-            problems.append(f"--resume: no checkpoint at {checkpoint}")
-        else:
-            problems += finished_run_problems(checkpoint, inputs.get("iterations"))
-        inputs["resume_from"] = os.path.relpath(checkpoint, output_directory)
-    else:
-        inputs["resume_from"] = ""
-        if os.path.exists(checkpoint):
-            problems.append(f"--run-name: {os.path.dirname(checkpoint)} already holds a run; pass --resume to "
-                            "continue it, or choose another --run-name (a new run never overwrites an old one)")
-    return problems
-
-
-def run_folder_of(args, output_directory: str) -> str:
-    return os.path.join(output_directory, "flow_cps_grpo", args.run_name)
-
-
-def refuse_if(problems: list) -> None:
-    if problems:
-        sys.exit("train_comfy.py: error: " + "\n  ".join(["the run cannot start:", *problems]))
-
-
 def check_workflow_early(parser, args):
     """A workflow's graph, trainer and run folder, checked before ComfyUI is imported (its start-up takes ~10 s of a
     CPU per process): returns (graph, trainer id) with the flags applied."""
@@ -445,59 +337,9 @@ def check_workflow_early(parser, args):
     return graph, trainer_id
 
 
-def check_before_loading(args, graph, trainer_id, folder_paths, headless):
-    """Model files, the graph (ComfyUI's validation), the batch split and the run folder: all before any model
-    loads. Returns the run folder."""
-    import nodes
-    problems = headless.resolve_model_files(graph, folder_paths)
-    problems += headless.check_pack_inputs(graph, nodes.NODE_CLASS_MAPPINGS)
-    problems += [p for p in asyncio.run(headless.validate(graph, trainer_id)) if p not in problems]
-    problems += run_problems(args, graph[trainer_id]["inputs"], folder_paths.get_output_directory())
-    refuse_if(problems)
-    return run_folder_of(args, folder_paths.get_output_directory())
-
-
-def pack_module(name: str):
-    """A pure-torch module of this pack (training/…) before ComfyUI is imported; the pack folder goes to the end of
-    sys.path, so it never shadows a ComfyUI module of the same name (its nodes/)."""
-    if PACK_DIR not in sys.path:
-        sys.path.append(PACK_DIR)
-    return importlib.import_module(name)
-
-
-def pack_file_module(relative_path: str):
-    """One standard-library module of this pack, loaded from its file before ComfyUI is imported (the pack's nodes/
-    package needs ComfyUI, and its name is ComfyUI's own)."""
-    name = "flow_cps_" + os.path.splitext(os.path.basename(relative_path))[0]
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(PACK_DIR, relative_path))
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 def default_lora_alpha(rank: int) -> float:
     """training.grpo_config.default_lora_alpha (2 × rank), before ComfyUI is imported."""
     return pack_module("training.grpo_config").default_lora_alpha(rank)
-
-
-def finished_run_problems(checkpoint: str, iterations) -> list:
-    """--resume of a checkpoint that holds every iteration: fine when final files are missing (the run then writes
-    them), else nothing is left to do; more iterations than --iterations is a mistake. Returns the problems."""
-    checkpoints = pack_module("training.checkpoint")
-    run_folders = pack_module("training.run_folders")
-    try:
-        done = checkpoints.trained_iterations(checkpoint)
-    except checkpoints.CheckpointError as e:
-        return [f"--resume: {e}"]
-    if not isinstance(iterations, int) or done < iterations:
-        return []
-    if done == iterations and run_folders.stale_final_files(os.path.dirname(checkpoint), FINAL_FILES, done):
-        return []
-    return [f"--resume: {checkpoint} already holds {done} iterations and --iterations is {iterations} (the total, not "
-            "the number to add): nothing left to do" + (" (its final files are all written)" if done == iterations
-                                                        else "")
-            + f". Raise --iterations above {done}, e.g. --iterations {done + iterations}"]
 
 
 def progress_printer(rank: int):
