@@ -31,9 +31,22 @@ ARCH_GENERATOR = (HOST_DIR / "tiny_models.py", HOST_DIR / "fixture_pack" / "tiny
 HOST_FILES = ("comfyui_version.py", "comfy/model_detection.py", "comfy/supported_models.py", "comfy/sd.py",
               "comfy/model_base.py")
 # runs each generator of a JSON job list in this one process, as ``python <script> ARGS`` would (its stdout into
-# the job's file); ComfyUI is imported by the first and reused by the others
+# the job's file); ComfyUI is imported by the first and reused by the others. Each file a generator wrote that is
+# identical to one of the same name in another cache entry (the same random VAE serves several architectures) is
+# then hard-linked to it, so it is stored once, also while the other generators run.
 BATCH_RUNNER = r"""
-import contextlib, gc, io, json, os, runpy, sys, traceback
+import contextlib, gc, glob, io, json, os, runpy, sys, traceback
+
+def share_identical_files(folder, cache):
+    for path in glob.glob(os.path.join(folder, "*", "*")):
+        kind, name = path.split(os.sep)[-2:]
+        for twin in glob.glob(os.path.join(cache, "*", kind, name)):
+            if not twin.startswith(folder + os.sep) and os.path.getsize(twin) == os.path.getsize(path) \
+                    and open(twin, "rb").read() == open(path, "rb").read():
+                os.unlink(path)
+                os.link(twin, path)
+                break
+
 failed = 0
 for job in json.load(open(sys.argv[1])):
     sys.argv = [job["path"] or "-c", *job["argv"]]
@@ -44,6 +57,7 @@ for job in json.load(open(sys.argv[1])):
                 runpy.run_path(job["path"], run_name="__main__")
             else:
                 exec(compile(job["code"], job["name"], "exec"), {"__name__": "__main__"})
+        share_identical_files(job["folder"], os.path.dirname(job["folder"]))
         open(job["stdout"] + ".tmp", "w").write(out.getvalue())
         os.replace(job["stdout"] + ".tmp", job["stdout"])  # its presence says the generator is done
     except BaseException:
@@ -53,7 +67,6 @@ for job in json.load(open(sys.argv[1])):
     gc.collect()
 sys.exit(1 if failed else 0)
 """
-
 
 def cache_root() -> Path:
     return Path(os.environ.get("FLOW_CPS_HOST_MODEL_CACHE") or Path.home() / ".cache" / "flow-cps" / "host-models")
@@ -102,7 +115,7 @@ class Generated:
             (partial / kind).mkdir(exist_ok=True)
             paths.append(str(partial / kind / file_name))
         argv = [*self.args, str(partial)] if self.path else [*paths, *self.args]
-        return {"name": self.name, "path": self.path, "code": self.code, "argv": argv,
+        return {"name": self.name, "path": self.path, "code": self.code, "argv": argv, "folder": str(partial),
                 "stdout": str(partial / "stdout.txt")}
 
 
@@ -158,7 +171,6 @@ class _Builder:
                 continue
             try:
                 if (partial / "stdout.txt").is_file():
-                    share_identical_files(partial, final.parent)
                     os.rename(partial, final)
             except OSError:
                 if not final.is_dir():  # another run finished it first otherwise
@@ -202,17 +214,6 @@ def cached_folder(item: Generated) -> Path:
         output = _Builder([item]).finish()
         assert final.is_dir(), f"the generator {item.name} failed:\n{output[-4000:]}"
     return final
-
-
-def share_identical_files(folder: Path, cache: Path) -> None:
-    """Hard-link each file of ``folder`` to an identical file of the same name in another entry of ``cache`` (the
-    same random VAE serves several architectures), so it is stored once."""
-    for path in folder.glob("*/*"):
-        for twin in cache.glob(f"*/{path.parent.name}/{path.name}"):
-            if twin.parent.parent != folder and twin.stat().st_size == path.stat().st_size and twin.read_bytes() == path.read_bytes():
-                path.unlink()
-                os.link(twin, path)
-                break
 
 
 def link_into(models_dir: str, folder: Path) -> None:
