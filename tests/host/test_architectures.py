@@ -5,8 +5,10 @@ Two sources, the same classes: the samplers' and the methods' tests use tiny wid
 fixture pack (FlowCPSTest_TinyDiffusionModel / FlowCPSTest_TinyVAE); the GRPO test of each family reads a random
 checkpoint with the stock UNETLoader and VAELoader (tiny_models.py, at whatever widths the host's detection fixes,
 cached per host by model_files.py) and loads the LoRA it trains back with the stock LoraLoaderModelOnly."""
+import glob
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -193,3 +195,8 @@ def test_a_checkpoint_file_trains_through_the_stock_loaders_and_its_lora_loads_b
     assert metrics["model_copy"] == ("deepcopy" if version >= (0, 8) else "shared")
     assert [len(h["trained_steps"]) for h in metrics["history"]] == [1] and metrics["history"][-1]["grad_norm"] > 0
     comfy.free()  # the next architecture's models need the memory
+    # and no later test reads this run's files (a checkpoint and LoRAs of up to 18 MB at the host's widths): the
+    # suite stays within its disk budget
+    shutil.rmtree(os.path.join(comfy.output_dir, "flow_cps_grpo", f"host_file_{arch}"))
+    for path in glob.glob(os.path.join(comfy.output_dir, "loras", "host", f"host_file_{arch}_*.safetensors")):
+        os.unlink(path)
