@@ -26,10 +26,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # its modules, also when loaded by path (tests)
-# (builtin_node_files, naming_files and finished_run_problems: also the CLI's own, for its tests)
-from comfy_library import (builtin_node_files, import_comfyui, naming_files, pack_file_module,  # noqa: E402,F401
-                           pack_module)
-from run_checks import check_before_loading, finished_run_problems, refuse_if, run_problems  # noqa: E402,F401
+from comfy_library import import_comfyui, pack_file_module, pack_module  # noqa: E402
+from run_checks import check_before_loading, refuse_if, run_problems  # noqa: E402
 
 TRAINER = "FlowCPS_GRPOTrainLoRA"
 # (flag, trainer input, type, help): every trainer-node setting; None = keep the workflow's value or the default

@@ -13,6 +13,16 @@ def cli():
     return load_script("train_comfy")
 
 
+@pytest.fixture(scope="module")
+def comfy_library(cli):
+    return load_script("comfy_library")
+
+
+@pytest.fixture(scope="module")
+def run_checks(cli):  # loading train_comfy puts scripts/ on sys.path, where run_checks finds comfy_library
+    return load_script("run_checks")
+
+
 @pytest.fixture
 def comfyui(tmp_path):
     folder = tmp_path / "ComfyUI"
@@ -160,7 +170,7 @@ def test_method_flags_add_or_set_method_nodes_in_front_of_the_trainer(cli, comfy
     assert "--method: invalid choice: 'ppo'" in message
 
 
-def test_resume_of_a_run_whose_iterations_are_all_done(cli, tmp_path):
+def test_resume_of_a_run_whose_iterations_are_all_done(run_checks, tmp_path):
     """Before ComfyUI loads: a checkpoint holding every iteration resumes when final files are missing or show an
     earlier segment (the node then writes them), and is refused with nothing left to do, or asked for fewer."""
     from safetensors.torch import save_file
@@ -171,20 +181,20 @@ def test_resume_of_a_run_whose_iterations_are_all_done(cli, tmp_path):
     folder = tmp_path / "flow_cps_grpo" / "run"
     checkpoint = str(folder / CHECKPOINT_NAME)
     write_checkpoint(checkpoint, {"iteration": 4, "history": []})
-    assert cli.finished_run_problems(checkpoint, 5) == []  # more to train
-    assert cli.finished_run_problems(checkpoint, 4) == []  # no final file: the run writes them
+    assert run_checks.finished_run_problems(checkpoint, 5) == []  # more to train
+    assert run_checks.finished_run_problems(checkpoint, 4) == []  # no final file: the run writes them
     save_file({"a": torch.zeros(1)}, str(folder / "lora_final.safetensors"), metadata={"flow_cps.iterations": "4"})
     write_json(str(folder / "metrics.json"), {"iterations": 4})
     write_reward_curve(str(folder / "reward_curve.png"), torch.zeros(1, 2, 2, 3), 3)  # from an earlier segment
-    assert cli.finished_run_problems(checkpoint, 4) == []
+    assert run_checks.finished_run_problems(checkpoint, 4) == []
     write_reward_curve(str(folder / "reward_curve.png"), torch.zeros(1, 2, 2, 3), 4)
-    [problem] = cli.finished_run_problems(checkpoint, 4)
+    [problem] = run_checks.finished_run_problems(checkpoint, 4)
     assert "already holds 4 iterations and --iterations is 4" in problem and "final files are all written" in problem
     assert "Raise --iterations above 4" in problem
-    [problem] = cli.finished_run_problems(checkpoint, 3)
+    [problem] = run_checks.finished_run_problems(checkpoint, 3)
     assert "already holds 4 iterations and --iterations is 3" in problem and "final files" not in problem
     (folder / CHECKPOINT_NAME).write_bytes(b"not a checkpoint")
-    [problem] = cli.finished_run_problems(checkpoint, 4)
+    [problem] = run_checks.finished_run_problems(checkpoint, 4)
     assert problem.startswith("--resume: ") and "not a flow-cps GRPO checkpoint" in problem
 
 
@@ -240,7 +250,7 @@ def test_one_default_lora_alpha_in_the_node_the_toy_policy_and_both_scripts(cli,
     assert cli.apply_flags(args, args.graph, "7")["lora_alpha"] == 4.0
 
 
-def test_only_the_builtin_node_files_a_graph_names_are_loaded(cli, tmp_path):
+def test_only_the_builtin_node_files_a_graph_names_are_loaded(cli, comfy_library, tmp_path):
     """A run imports the comfy_extras files whose source names one of its nodes (V1 mapping keys, V3 node_id), of
     the files ComfyUI's init_builtin_extra_nodes loads (nodes_*.py); flags alone name their loaders and latent."""
     extras = tmp_path / "ComfyUI" / "comfy_extras"
@@ -250,9 +260,9 @@ def test_only_the_builtin_node_files_a_graph_names_are_loaded(cli, tmp_path):
     (extras / "nodes_other.py").write_text('NODE_CLASS_MAPPINGS = {"EmptySD3LatentImageX": X}  # EmptyLatentImage\n')
     (extras.parent / "main.py").write_text("")
     (extras / "helpers.py").write_text('"EmptySD3LatentImage"\n')  # not a node file: ComfyUI does not load it
-    sources = cli.builtin_node_files(str(tmp_path / "ComfyUI"))
+    sources = comfy_library.builtin_node_files(str(tmp_path / "ComfyUI"))
     assert sorted(os.path.basename(p) for p in sources) == ["nodes_other.py", "nodes_sd3.py", "nodes_v3.py"]
-    named = lambda *types: sorted(os.path.basename(p) for p in cli.naming_files(sources, set(types)))
+    named = lambda *types: sorted(os.path.basename(p) for p in comfy_library.naming_files(sources, set(types)))
     assert named("EmptySD3LatentImage", "KSampler") == ["nodes_sd3.py"]
     assert named("ModelSamplingAuraFlow") == ["nodes_v3.py"] and named("EmptyLatentImage", "VAELoader") == []
     prompts = tmp_path / "prompts.txt"
